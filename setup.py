@@ -6,7 +6,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 version = {}
-exec((Path(__file__).parent / "diffsr" / "__init__.py").read_text(), version)  # noqa: S102
+exec((Path(__file__).parent / "diffsr" / "__init__.py").read_text(), version) 
 
 setup(
     name="diffsr",

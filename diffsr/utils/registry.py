@@ -84,8 +84,9 @@ class Registry:
             known = sorted(self._objects)
             raise RegistryError(
                 f"{self.name} registry has no {name!r}.{suggestion(name, known)} "
-                f"Registered: {', '.join(known) or '(none)'}. A component defined outside diffsr "
-                f"must be imported first, e.g. with 'imports: [my_package.my_module]' in the options."
+                f"Registered: {', '.join(known) or '(none)'}. A component defined outside "
+                f"diffsr must be imported first, e.g. with 'imports: [my_package.my_module]' "
+                f"in the options."
             ) from None
 
     def build(self, opt: Mapping[str, Any], **extra: Any) -> Any:

@@ -1,0 +1,116 @@
+"""RestorationGANModel: RestorationModel plus a discriminator and alternating G/D updates."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from diffsr.archs import build_network
+from diffsr.losses import LOSS_REGISTRY
+from diffsr.models.checkpoint import load_network, unwrap
+from diffsr.models.restoration_model import RestorationModel
+from diffsr.utils.registry import MODEL_REGISTRY
+
+__all__ = ["RestorationGANModel"]
+
+logger = logging.getLogger("diffsr")
+
+
+def _is_gan_block(key: str, block: Any) -> bool:
+    if not key.endswith("_opt") or not isinstance(block, dict) or "type" not in block:
+        return False
+    return getattr(LOSS_REGISTRY.get(block["type"]), "gan_loss", False)
+
+
+def _set_requires_grad(net: nn.Module, flag: bool) -> None:
+    for param in net.parameters():
+        param.requires_grad_(flag)
+
+
+@MODEL_REGISTRY.register()
+class RestorationGANModel(RestorationModel):
+    """Adds ``network_d`` and a ``train.gan_opt`` block (a loss with ``gan_loss = True``).
+
+    Each iteration updates G with its losses plus the adversarial term (after
+    ``net_d_init_iters`` and every ``net_d_iters``), then D on real ``gt`` and detached output.
+    """
+
+    def init_training_settings(self) -> None:
+        super().init_training_settings()
+        train = self.opt["train"]
+        if not self.opt.get("network_d"):
+            raise ValueError("model_type RestorationGANModel needs a network_d block.")
+        gan_blocks = [(key, block) for key, block in train.items() if _is_gan_block(key, block)]
+        if len(gan_blocks) != 1:
+            raise ValueError(
+                "model_type RestorationGANModel needs exactly one adversarial loss block, e.g. "
+                "train.gan_opt: {type: GANLoss, gan_type: vanilla, loss_weight: 0.005}."
+            )
+        self.gan_name, gan_block = gan_blocks[0]
+        self.gan_loss = LOSS_REGISTRY.build(gan_block).to(self.device)
+        net_d = build_network(self.opt["network_d"])
+        self.load_pretrained(net_d, "d")
+        self.net_d = self.model_to_device(net_d).train()
+        self.optimizer_d = self.build_optimizer(
+            list(self.net_d.parameters()), train["optim_d"] or train["optim_g"]
+        )
+        logger.info(
+            "Discriminator %s: %s parameters.",
+            self.opt["network_d"]["type"],
+            f"{self.count_parameters(net_d):,}",
+        )
+
+    def optimize_parameters(self, current_iter: int) -> dict[str, float]:
+        train = self.opt["train"]
+        log: dict[str, float] = {}
+        outputs = self.forward_train()
+        final = outputs[-1]
+        update_g = (
+            current_iter > train["net_d_init_iters"] and current_iter % train["net_d_iters"] == 0
+        )
+        if update_g:
+            _set_requires_grad(self.net_d, False)
+            self.optimizer_g.zero_grad(set_to_none=True)
+            total, log = self.compute_losses(outputs)
+            adversarial = self.gan_loss(self.net_d(final), True, is_disc=False)
+            total = total + adversarial
+            log[f"l_{self.gan_name.removesuffix('_opt')}"] = adversarial.item()
+            log["l_total"] = total.item()
+            if not self.loss_is_finite(total):
+                return self.handle_non_finite(current_iter, log)
+            self.scaler.scale(total).backward()
+            if train["grad_clip"]:
+                self.scaler.unscale_(self.optimizer_g)
+                nn.utils.clip_grad_norm_(self.net_g.parameters(), train["grad_clip"])
+            self.scaler.step(self.optimizer_g)
+            if self.ema is not None:
+                self.ema.update(unwrap(self.net_g))
+
+        _set_requires_grad(self.net_d, True)
+        self.optimizer_d.zero_grad(set_to_none=True)
+        real = self.gan_loss(self.net_d(self.gt), True, is_disc=True)
+        fake = self.gan_loss(self.net_d(final.detach()), False, is_disc=True)
+        d_total = real + fake
+        if not torch.isfinite(d_total):
+            return self.handle_non_finite(
+                current_iter, {**log, "l_d_real": real.item(), "l_d_fake": fake.item()}
+            )
+        self.scaler.scale(d_total).backward()
+        self.scaler.step(self.optimizer_d)
+        self.scaler.update()
+        log.update(l_d_real=real.item(), l_d_fake=fake.item())
+        return log
+
+    def network_params(self) -> dict[str, dict[str, nn.Module]]:
+        params = super().network_params()
+        params["d"] = {"params": self.net_d}
+        return params
+
+    def load_networks_for_resume(self, current_iter: int) -> None:
+        super().load_networks_for_resume(current_iter)
+        path = Path(self.opt["path"]["models"]) / f"net_d_{current_iter}.pth"
+        load_network(self.net_d, path, strict=True, param_key="params")

@@ -1,0 +1,102 @@
+"""Logging: a root ``diffsr`` logger (console + file, rank 0), training log lines, TensorBoard."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from diffsr.utils.dist_util import get_dist_info
+
+__all__ = ["MessageLogger", "MetricsWriter", "get_root_logger", "init_tb_logger"]
+
+LOGGER_NAME = "diffsr"
+
+
+def get_root_logger(
+    log_file: str | Path | None = None, level: int = logging.INFO
+) -> logging.Logger:
+    """The ``diffsr`` logger; the first call with ``log_file`` adds a file handler (rank 0).
+
+    Other ranks log errors only, so multi-process runs print one set of lines.
+    """
+    logger = logging.getLogger(LOGGER_NAME)
+    rank, _ = get_dist_info()
+    fmt = logging.Formatter("%(asctime)s %(levelname)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+    if not any(getattr(h, "_diffsr", False) for h in logger.handlers):
+        console = logging.StreamHandler()
+        console.setFormatter(fmt)
+        console._diffsr = True
+        logger.addHandler(console)
+        logger.propagate = False
+    logger.setLevel(level if rank == 0 else logging.ERROR)
+    if log_file is not None and rank == 0:
+        for handler in list(logger.handlers):
+            if isinstance(handler, logging.FileHandler):
+                logger.removeHandler(handler)
+                handler.close()
+        file_handler = logging.FileHandler(log_file, "a", encoding="utf-8")
+        file_handler.setFormatter(fmt)
+        logger.addHandler(file_handler)
+    return logger
+
+
+class MetricsWriter:
+    """Appends one JSON object per line (training losses, validation metrics) for tools/plots."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def write(self, record: dict[str, Any]) -> None:
+        if get_dist_info()[0] != 0:
+            return
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def init_tb_logger(log_dir: str | Path):
+    """A TensorBoard SummaryWriter, or None (with a warning) when tensorboard is missing."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        logging.getLogger(LOGGER_NAME).warning(
+            "use_tb_logger is on but the tensorboard package is not installed "
+            "(pip install tensorboard); continuing without TensorBoard."
+        )
+        return None
+    return SummaryWriter(log_dir=str(log_dir))
+
+
+class MessageLogger:
+    """Formats the periodic training line: iteration, epoch, lr, each loss, s/iter and ETA."""
+
+    def __init__(self, total_iter: int, start_iter: int = 0, tb_logger: Any = None) -> None:
+        self.total_iter = total_iter
+        self.start_iter = start_iter
+        self.tb_logger = tb_logger
+        self.start_time = time.time()
+        self.logger = logging.getLogger(LOGGER_NAME)
+
+    def reset_start(self, start_iter: int) -> None:
+        self.start_iter = start_iter
+        self.start_time = time.time()
+
+    def __call__(self, record: dict[str, Any]) -> str:
+        it, epoch = record["iter"], record["epoch"]
+        done = max(it - self.start_iter, 1)
+        sec_per_iter = (time.time() - self.start_time) / done
+        eta = datetime.timedelta(seconds=int(sec_per_iter * (self.total_iter - it)))
+        parts = [f"[epoch {epoch:3d}, iter {it:8,d}/{self.total_iter:,d}, lr {record['lr']:.3e}]"]
+        parts.append(f"[{sec_per_iter:.3f} s/iter, eta {eta}]")
+        losses = {k: v for k, v in record.items() if k not in ("iter", "epoch", "lr")}
+        parts.append(" ".join(f"{k}: {v:.4e}" for k, v in losses.items()))
+        line = " ".join(parts)
+        self.logger.info(line)
+        if self.tb_logger is not None:
+            for key, value in losses.items():
+                self.tb_logger.add_scalar(f"losses/{key}", value, it)
+            self.tb_logger.add_scalar("lr", record["lr"], it)
+        return line
