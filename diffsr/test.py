@@ -62,7 +62,7 @@ def metrics_tables(
 @torch.no_grad()
 def test_dataset(model: Any, loader: Any, opt: dict[str, Any]) -> dict[str, float]:
     """Restore one test set; write images and metric tables; returns the mean metrics."""
-    name = loader.dataset.opt.get("name", "test")
+    name = loader.dataset.opt.name or "test"
     out_dir = Path(opt["path"]["visualization"]) / name
     mkdirs(out_dir)
     metrics = MetricSet((opt.get("val") or {}).get("metrics"))
@@ -108,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(opt)
     for dataset_opt in opt["datasets"].values():
         dataset = build_dataset(dataset_opt, seed=opt["manual_seed"])
-        test_dataset(model, build_dataloader(dataset, dataset_opt, seed=opt["manual_seed"]), opt)
+        loader = build_dataloader(
+            dataset, dataset_opt, dataset_opt["phase"], seed=opt["manual_seed"]
+        )
+        test_dataset(model, loader, opt)
     return 0
 
 

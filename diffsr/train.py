@@ -21,7 +21,6 @@ from typing import Any
 import torch
 
 from diffsr.data import build_dataloader, build_dataset
-from diffsr.data.sampler import EpochSampler
 from diffsr.models import build_model
 from diffsr.models.checkpoint import latest_training_state, load_training_state
 from diffsr.utils.dist_util import barrier, init_dist
@@ -90,30 +89,30 @@ def prepare_experiment_dir(opt: dict[str, Any], opt_path: str, resuming: bool) -
     barrier()
 
 
-def build_loaders(opt: dict[str, Any]) -> tuple[Any, EpochSampler, list[Any]]:
-    train_loader, sampler, val_loaders = None, None, []
+def build_loaders(opt: dict[str, Any]) -> tuple[Any, list[Any]]:
+    """The training loader (with its resumable EpochSampler) and one loader per val set."""
+    train_loader, val_loaders = None, []
     seed = opt["manual_seed"]
     for phase, dataset_opt in opt["datasets"].items():
         dataset = build_dataset(dataset_opt, seed=seed)
+        loader = build_dataloader(
+            dataset,
+            dataset_opt,
+            dataset_opt["phase"],
+            world_size=opt["world_size"],
+            rank=opt["rank"],
+            seed=seed,
+        )
         if dataset_opt["phase"] == "train":
-            sampler = EpochSampler(
-                len(dataset),
-                num_replicas=opt["world_size"],
-                rank=opt["rank"],
-                shuffle=True,
-                seed=seed,
-                enlarge_ratio=dataset_opt["dataset_enlarge_ratio"],
-            )
-            train_loader = build_dataloader(dataset, dataset_opt, sampler=sampler, seed=seed)
-            logger.info("Training set %s: %d samples.", dataset_opt["name"], len(dataset))
+            train_loader = loader
         else:
-            val_loaders.append(build_dataloader(dataset, dataset_opt, seed=seed))
+            val_loaders.append(loader)
             logger.info(
                 "Validation set %s (%s): %d images.", dataset_opt["name"], phase, len(dataset)
             )
     if train_loader is None:
         raise OptionError("The options have no datasets.train block; training needs one.")
-    return train_loader, sampler, val_loaders
+    return train_loader, val_loaders
 
 
 def train(opt: dict[str, Any], opt_path: str) -> dict[str, Any]:
@@ -139,7 +138,8 @@ def train(opt: dict[str, Any], opt_path: str) -> dict[str, Any]:
         model.resume_training(state)
         logger.info("Resumed from %s at iteration %d.", resume_path, start_iter)
 
-    train_loader, sampler, val_loaders = build_loaders(opt)
+    train_loader, val_loaders = build_loaders(opt)
+    sampler = train_loader.sampler
     iters_per_epoch = len(train_loader)
     if iters_per_epoch == 0:
         raise OptionError(
@@ -161,10 +161,7 @@ def train(opt: dict[str, Any], opt_path: str) -> dict[str, Any]:
     log_opt, val_opt = opt["logger"], opt["val"]
     current_iter = start_iter
     results: dict[str, Any] = {}
-    epoch = start_iter // iters_per_epoch
-    batch = opt["datasets"]["train"]["batch_size_per_gpu"]
-    sampler.set_epoch(epoch)
-    sampler.set_start((start_iter % iters_per_epoch) * batch)
+    epoch = sampler.seek(start_iter, opt["datasets"]["train"]["batch_size_per_gpu"])
     data_time = time.time()
     while current_iter < total_iter:
         for data in train_loader:
@@ -209,7 +206,7 @@ def validate(
 ) -> dict[str, Any]:
     results = {}
     for loader in val_loaders:
-        name = loader.dataset.opt.get("name", "val")
+        name = loader.dataset.opt.name or "val"
         values = model.validation(loader, current_iter, tb_logger, model.opt["val"]["save_img"])
         if values:
             metrics_log.write({"iter": current_iter, "val_set": name, **values})

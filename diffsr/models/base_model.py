@@ -101,7 +101,8 @@ class BaseModel:
     def save(self, epoch: int, current_iter: int | str) -> None:
         """Save networks (``net_<label>_<iter>.pth``) and, for numbered saves, the training state."""
         if self.rank != 0:
-            self._gather_rng()  # every rank takes part in the collective
+            if isinstance(current_iter, int):
+                self._gather_rng()  # every rank takes part in the collective
             return
         models_dir = Path(self.opt["path"]["models"])
         for label, params in self.network_params().items():

@@ -17,7 +17,9 @@ def as_output_list(output: torch.Tensor | list | tuple) -> list[torch.Tensor]:
     """Network output as a list whose last element is the final restored image."""
     if isinstance(output, torch.Tensor):
         return [output]
-    if isinstance(output, (list, tuple)) and output and all(torch.is_tensor(o) for o in output):
+    if isinstance(output, list) and output and all(torch.is_tensor(o) for o in output):
+        return output  # kept as is: a list subclass may carry extra outputs (RCDNet's rain)
+    if isinstance(output, tuple) and output and all(torch.is_tensor(o) for o in output):
         return list(output)
     raise TypeError(
         "A network must return a tensor or a non-empty list/tuple of tensors (final image last); "

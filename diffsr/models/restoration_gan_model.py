@@ -56,7 +56,7 @@ class RestorationGANModel(RestorationModel):
         self.load_pretrained(net_d, "d")
         self.net_d = self.model_to_device(net_d).train()
         self.optimizer_d = self.build_optimizer(
-            list(self.net_d.parameters()), train["optim_d"] or train["optim_g"]
+            list(self.net_d.parameters()), train.get("optim_d") or train["optim_g"]
         )
         logger.info(
             "Discriminator %s: %s parameters.",

@@ -72,7 +72,9 @@ class RestorationModel(BaseModel):
     def forward_train(self) -> list[torch.Tensor]:
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
             outputs = as_output_list(self.net_g(self.lq))
-        return [o.float() for o in outputs]
+        for index, output in enumerate(outputs):  # in place: keeps a list subclass intact
+            outputs[index] = output.float()
+        return outputs
 
     def compute_losses(self, outputs: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         total = torch.zeros((), device=self.device)
@@ -142,7 +144,7 @@ class RestorationModel(BaseModel):
         if get_dist_info()[0] != 0:
             return {}
         val_opt = self.opt["val"]
-        dataset_name = dataloader.dataset.opt.get("name", "val")
+        dataset_name = dataloader.dataset.opt.name or "val"
         metrics = MetricSet(val_opt.get("metrics"))
         bar = tqdm(
             dataloader,

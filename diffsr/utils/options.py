@@ -9,6 +9,7 @@ text is executed.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib
 import re
 from collections.abc import Callable, Mapping
@@ -33,6 +34,7 @@ from diffsr.utils.yaml_util import load_yaml, parse_scalar
 __all__ = ["OptionError", "apply_overrides", "parse_options", "validate_options"]
 
 REQUIRED = object()
+OMIT = object()  # no default: the consumer (e.g. build_dataloader) applies its own
 
 
 class OptionError(ValueError):
@@ -84,11 +86,17 @@ LIST = (list, tuple)
 
 
 def _dataset_keys(block: dict) -> list[str]:
-    """Keys a dataset class reads: its ``option_keys`` attribute (see diffsr.data)."""
+    """Keys a dataset class reads: the fields of its ``options_cls`` dataclass (diffsr.data)."""
     name = block.get("type")
     if name not in DATASET_REGISTRY:
+        known = ", ".join(DATASET_REGISTRY)
+        raise OptionError(
+            f"dataset type {name!r} is not registered.{suggestion(str(name), list(DATASET_REGISTRY))} Registered: {known}."
+        )
+    options_cls = getattr(DATASET_REGISTRY.get(name), "options_cls", None)
+    if options_cls is None:
         return []
-    return list(getattr(DATASET_REGISTRY.get(name), "option_keys", ()))
+    return [f.name for f in dataclasses.fields(options_cls)]
 
 
 DATASET_SPEC = Section(
@@ -96,13 +104,14 @@ DATASET_SPEC = Section(
         "name": Key(STR, "dataset"),
         "type": Key(STR, REQUIRED),
         "phase": Key(STR, None),
-        "batch_size_per_gpu": Key(INT, 1),
-        "num_worker_per_gpu": Key(INT, 0),
-        "dataset_enlarge_ratio": Key(INT, 1),
-        "pin_memory": Key(BOOL, None),
-        "persistent_workers": Key(BOOL, True),
-        "prefetch_factor": Key(INT, 2),
-        "prefetch_mode": Key(STR, None),
+        "batch_size_per_gpu": Key(INT, OMIT),
+        "num_worker_per_gpu": Key(INT, OMIT),
+        "dataset_enlarge_ratio": Key(INT, OMIT),
+        "pin_memory": Key(BOOL, OMIT),
+        "persistent_workers": Key(BOOL, OMIT),
+        "prefetch_factor": Key(INT, OMIT),
+        "prefetch_mode": Key(STR, OMIT),
+        "use_shuffle": Key(BOOL, OMIT),
     },
     extra_keys=_dataset_keys,
 )
@@ -279,6 +288,8 @@ def _check_section(spec: Section, value: Mapping, where: str) -> dict:
         if key in out:
             continue
         if isinstance(sub, Key):
+            if sub.default is OMIT:
+                continue
             if sub.default is REQUIRED:
                 raise OptionError(f"missing required key {child!r}.")
             out[key] = copy.deepcopy(sub.default)
@@ -289,6 +300,13 @@ def _check_section(spec: Section, value: Mapping, where: str) -> dict:
                 continue  # optional section with required keys: absent means "not used"
             out[key] = _check_section(sub, {}, child)
     return out
+
+
+def _phase_of(key: str) -> str:
+    """``datasets`` keys: ``train``; ``test``, ``test_1``, ... are test sets; others validate."""
+    if key == "train":
+        return "train"
+    return "test" if key.startswith("test") else "val"
 
 
 def load_components() -> None:
@@ -314,7 +332,7 @@ def validate_options(opt: Mapping[str, Any], source: str = "<options>") -> dict:
             if "optim_g" not in opt["train"]:
                 raise OptionError("missing required block 'train.optim_g'.")
         for phase, block in checked.get("datasets", {}).items():
-            block["phase"] = block.get("phase") or ("train" if phase == "train" else "val")
+            block["phase"] = block.get("phase") or _phase_of(phase)
     except (OptionError, RegistryError, FileNotFoundError, ModuleNotFoundError) as err:
         raise OptionError(f"{source}: {err}") from None
     return checked
