@@ -27,12 +27,15 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "demo": ["scikit-image>=0.21"],
+        "demo": ["scikit-image>=0.21", "matplotlib>=3.6"],
+        "plots": ["matplotlib>=3.6"],
         "tensorboard": ["tensorboard>=2.10"],
         "test": [
             "pytest>=7.4",
             "ruff>=0.5",
             "scikit-image>=0.21",
+            "matplotlib>=3.6",
+            "tensorboard>=2.10",
             # Test-only reference implementation of OpenAI's ADM UNet; never imported at run time.
             "guided-diffusion-sdk==1.0.0",
         ],

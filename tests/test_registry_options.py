@@ -116,9 +116,9 @@ def test_overrides_are_typed_and_scientific_floats_parse(tmp_path: Path, aod_reg
     assert opt["train"]["total_iter"] == 7 and opt["train"]["optim_g"]["lr"] == pytest.approx(1e-3)
     assert opt["val"]["save_img"] is True
     assert opt["path"]["models"] == str(Path("experiments/t/models"))
-    with pytest.raises(OptionError, match="unknown key 'train.total_itr'"):
+    with pytest.raises(OptionError, match=r"unknown key 'train\.total_itr'"):
         parse_options(path, overrides=["train.total_itr=7"])
-    with pytest.raises(OptionError, match="expected key.sub=value"):
+    with pytest.raises(OptionError, match=r"expected key\.sub=value"):
         apply_overrides({}, ["oops"])
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from diffsr.archs.backbone_util import MissingWeightsError
 from diffsr.utils.registry import METRIC_REGISTRY
 
 __all__ = ["MetricSet"]
@@ -20,21 +21,33 @@ class MetricSet:
     Per-image metrics are registered functions ``fn(img, img2, **kwargs) -> float`` and are
     averaged; set-level metrics (FID) are registered classes with ``set_metric = True`` and
     ``update(img, img2)`` / ``compute()``. Images are HWC BGR in [0, 255] (``tensor2img``).
+
+    A metric whose weight file is missing (LPIPS, FID) is skipped with one warning that names
+    the file it needs; it never reports a made-up value.
     """
 
     def __init__(self, metric_opts: dict[str, dict[str, Any]] | None) -> None:
         self.opts = dict(metric_opts or {})
         self.per_image: dict[str, tuple[Any, dict[str, Any]]] = {}
         self.set_level: dict[str, Any] = {}
-        for name, opt in self.opts.items():
+        for name, opt in list(self.opts.items()):
             kwargs = {k: v for k, v in opt.items() if k not in ("type", "better")}
             target = METRIC_REGISTRY.get(opt["type"])
-            if getattr(target, "set_metric", False):
-                self.set_level[name] = target(**kwargs)
-            else:
-                self.per_image[name] = (target, kwargs)
+            try:
+                if getattr(target, "set_metric", False):
+                    self.set_level[name] = target(**kwargs)
+                else:
+                    self.per_image[name] = (target, kwargs)
+            except MissingWeightsError as err:
+                self._skip(name, err)
         self.sums: dict[str, float] = dict.fromkeys(self.per_image, 0.0)
         self.count = 0
+
+    def _skip(self, name: str, err: MissingWeightsError) -> None:
+        logger.warning("Metric %r skipped: %s", name, err)
+        self.opts.pop(name, None)
+        self.per_image.pop(name, None)
+        self.set_level.pop(name, None)
 
     @property
     def names(self) -> list[str]:
@@ -45,11 +58,14 @@ class MetricSet:
 
     def update(self, restored: np.ndarray, reference: np.ndarray) -> dict[str, float]:
         """Add one image pair; returns this image's per-image metric values."""
-        values = {
-            name: float(fn(restored, reference, **kw)) for name, (fn, kw) in self.per_image.items()
-        }
-        for name, value in values.items():
-            self.sums[name] += value
+        values = {}
+        for name, (fn, kwargs) in list(self.per_image.items()):
+            try:
+                values[name] = float(fn(restored, reference, **kwargs))
+            except MissingWeightsError as err:  # per-image metrics load weights on first use
+                self._skip(name, err)
+                continue
+            self.sums[name] += values[name]
         for metric in self.set_level.values():
             metric.update(restored, reference)
         self.count += 1

@@ -37,7 +37,7 @@ class BaseModel:
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
         self.device = resolve_device(opt["device"], local_rank)
         self.optimizers: list[torch.optim.Optimizer] = []
-        self.schedule: LRSchedule = build_schedule(None)
+        self.lr_schedule: LRSchedule = build_schedule(None)
         self.best: dict[str, dict[str, float]] = {}
 
     # ----------------------------------------------------------------- networks
@@ -81,14 +81,14 @@ class BaseModel:
 
     def setup_schedule(self) -> None:
         train = self.opt["train"]
-        self.schedule = build_schedule(train.get("scheduler"), train.get("warmup_iter", -1))
+        self.lr_schedule = build_schedule(train.get("scheduler"), train.get("warmup_iter", -1))
 
     def update_learning_rate(self, current_iter: int) -> None:
         """Set every group's lr for ``current_iter`` from the (stateless) schedule."""
         for optimizer in self.optimizers:
             for group in optimizer.param_groups:
                 base = group["initial_lr"]
-                group["lr"] = base * self.schedule.factor(current_iter, base)
+                group["lr"] = base * self.lr_schedule.factor(current_iter, base)
 
     def get_current_learning_rate(self) -> float:
         return self.optimizers[0].param_groups[0]["lr"] if self.optimizers else 0.0

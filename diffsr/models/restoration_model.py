@@ -49,13 +49,17 @@ class RestorationModel(BaseModel):
             self.init_training_settings()
 
     def init_training_settings(self) -> None:
+        self.loss_terms = build_loss_terms(self.opt["train"], self.device)
+        if not self.loss_terms:
+            raise ValueError("The options define no loss: add e.g. train.pixel_opt.")
+        self.init_optimization()
+
+    def init_optimization(self) -> None:
+        """EMA, optimizer, lr schedule and mixed precision for ``net_g``."""
         train = self.opt["train"]
         self.net_g.train()
         if train["ema_decay"] > 0:
             self.ema = ModelEMA(unwrap(self.net_g), train["ema_decay"])
-        self.loss_terms = build_loss_terms(train, self.device)
-        if not self.loss_terms:
-            raise ValueError("The options define no loss: add e.g. train.pixel_opt.")
         params = [p for p in self.net_g.parameters() if p.requires_grad]
         self.optimizer_g = self.build_optimizer(params, train["optim_g"])
         self.setup_schedule()
@@ -164,24 +168,26 @@ class RestorationModel(BaseModel):
                 folder = Path(self.opt["path"]["visualization"]) / stem
                 imwrite(restored, folder / f"{stem}_{current_iter}{suffix}.png")
         results = metrics.compute() if metrics.count else {}
-        self._log_validation(dataset_name, results, metrics, current_iter, tb_logger)
+        higher = {name: metrics.higher_is_better(name) for name in results}
+        self.log_validation(dataset_name, results, higher, current_iter, tb_logger)
         return results
 
-    def _log_validation(
+    def log_validation(
         self,
         dataset_name: str,
         results: dict[str, float],
-        metrics: MetricSet,
+        higher: dict[str, bool],
         current_iter: int,
         tb_logger: Any,
     ) -> None:
+        """Log results, track the best value of each metric; ``self.improved`` tells whether
+        the first metric improved (the trainer then writes ``net_g_best.pth``)."""
         best = self.best.setdefault(dataset_name, {})
         self.improved = False
         lines = [f"Validation {dataset_name} @ iter {current_iter}:"]
         for position, (name, value) in enumerate(results.items()):
-            higher = metrics.higher_is_better(name)
-            previous = best.get(name)
-            if previous is None or (value > previous["val"] if higher else value < previous["val"]):
+            previous = best.get(name, {}).get("val")
+            if previous is None or (value > previous if higher[name] else value < previous):
                 best[name] = {"val": value, "iter": current_iter}
                 self.improved = self.improved or position == 0
             lines.append(

@@ -214,6 +214,13 @@ SCHEMA = Section(
             }
         ),
         "dist_params": Section({"backend": Key(STR, None), "port": Key(INT, 29500)}),
+        "diffusion": Section(  # DiffusionPriorModel only
+            {
+                "noise_schedule": Key(STR, "linear", choices=("linear", "cosine")),
+                "diffusion_steps": Key(INT, 1000),
+                "val_draws": Key(INT, 4),
+            }
+        ),
     }
 )
 

@@ -1,0 +1,295 @@
+"""Benchmark the frozen diffusion prior: time, memory and FLOPs of each speed/memory option.
+
+For each variant (plain float32 with legacy attention, each option alone, then combinations) it
+measures, with random weights:
+
+- time of the forward (eps + h, no grad), the forward to h only, and forward + backward to the
+  input: best of ``--repeats`` runs after ``--warmup`` runs (the median is in the JSON too; the
+  best is the robust figure on a shared machine);
+- peak memory of one forward+backward, measured after one warm-up step: on CUDA
+  ``torch.cuda.max_memory_allocated`` minus the memory allocated before; on CPU (Linux) the peak
+  resident set size (VmHWM, reset through /proc/self/clear_refs) minus the RSS before. Each CPU
+  variant runs in a fresh process with glibc's mmap threshold fixed at 128 KiB, so that freed
+  tensors leave RSS at once; RSS still counts allocator slack, so CPU figures are approximate;
+- bytes of the tensors autograd saves for backward (saved-tensor hooks; inside checkpointed
+  blocks nothing is saved, and the block inputs kept for recomputation are not counted);
+- FLOPs with ``torch.utils.flop_counter.FlopCounterMode`` (on CPU it does not count fused SDPA
+  attention; the float32 legacy count is used as the model's work for achieved FLOP/s).
+
+It also times a large matmul (bf16 on CUDA, float32 on CPU) and reports the prior's achieved
+FLOP/s as a fraction of it.
+
+    python scripts/bench_prior.py --channels 64 --mult 1,2,2,2 --res-blocks 2 --size 64 --batch 4
+    python scripts/bench_prior.py --preset adm_256_uncond --size 256 --batch 4 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from diffsr.diffusion import DiffusionPrior
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "fp32 legacy": {"attention": "legacy"},
+    "sdpa": {"attention": "sdpa"},
+    "channels_last": {"attention": "legacy", "channels_last": True},
+    "bf16 autocast": {"attention": "legacy", "dtype": "bfloat16"},
+    "checkpointing": {"attention": "legacy", "checkpointing": True},
+    "sdpa+cl+bf16": {"attention": "sdpa", "channels_last": True, "dtype": "bfloat16"},
+    "all": {"attention": "sdpa", "channels_last": True, "dtype": "bfloat16", "checkpointing": True},
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", help="a diffsr.diffusion preset (else the small-config flags)")
+    parser.add_argument("--channels", type=int, default=64, help="num_channels of a custom UNet")
+    parser.add_argument("--mult", default="1,2,2,2", help="channel_mult of a custom UNet")
+    parser.add_argument("--res-blocks", type=int, default=2, help="num_res_blocks")
+    parser.add_argument("--attention-res", default="16,8", help="attention_resolutions")
+    parser.add_argument("--head-channels", type=int, default=32, help="num_head_channels")
+    parser.add_argument("--size", type=int, default=64, help="input height = width")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs (median reported)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
+    parser.add_argument("--no-isolate", action="store_true", help="CPU: measure in this process")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    return parser.parse_args(argv)
+
+
+def prior_options(args: argparse.Namespace, variant: dict[str, Any]) -> dict[str, Any]:
+    if args.preset:
+        return {"preset": args.preset, **variant}
+    unet = {
+        "image_size": args.size,
+        "num_channels": args.channels,
+        "num_res_blocks": args.res_blocks,
+        "channel_mult": args.mult,
+        "attention_resolutions": args.attention_res,
+        "num_head_channels": args.head_channels,
+        "learn_sigma": True,
+        "use_scale_shift_norm": True,
+        "resblock_updown": True,
+    }
+    return {"unet": unet, **variant}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_runs(fn, device: torch.device, warmup: int, repeats: int) -> dict[str, float]:
+    """Best and median wall time of ``repeats`` calls after ``warmup`` calls, in seconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return {"best": min(times), "median": statistics.median(times)}
+
+
+def rss_kib(field: str) -> int:
+    """``VmRSS`` (current) or ``VmHWM`` (peak) of this process from /proc, in KiB (Linux)."""
+    with open("/proc/self/status") as f:
+        match = re.search(rf"{field}:\s+(\d+)", f.read())
+    if match is None:
+        raise RuntimeError(f"/proc/self/status has no {field}; CPU memory needs Linux.")
+    return int(match.group(1))
+
+
+def reset_peak_rss() -> None:
+    """Reset VmHWM to the current RSS (Linux >= 4.0: write 5 to /proc/self/clear_refs)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def saved_tensor_bytes(step) -> int:
+    """Bytes of distinct storages autograd saves for backward during ``step()``."""
+    seen: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step(backward=False)
+    return sum(seen.values())
+
+
+def measure_variant(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    torch.set_num_threads(args.threads)
+    logging.getLogger("diffsr.diffusion.prior").setLevel(logging.ERROR)  # random weights: fine
+    device = torch.device(args.device)
+    prior = DiffusionPrior(**prior_options(args, VARIANTS[name])).to(device)
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.rand(args.batch, 3, args.size, args.size, generator=gen) * 2 - 1).to(device)
+    t = torch.randint(0, prior.num_timesteps, (args.batch,), generator=gen).to(device)
+
+    def forward() -> None:
+        with torch.no_grad():
+            prior(x, t, need_h=True)
+
+    def forward_h() -> None:
+        with torch.no_grad():
+            prior(x, t, need_eps=False, need_h=True)
+
+    def train_step(backward: bool = True) -> None:
+        xi = x.clone().requires_grad_()
+        eps, h = prior(xi, t, need_h=True)
+        if backward:
+            (eps.square().mean() + h.square().mean()).backward()
+
+    result: dict[str, Any] = {"variant": name, "options": VARIANTS[name]}
+    # Memory first, after one warm-up step (libraries allocate workspaces on first use).
+    train_step()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        train_step()
+        result["peak_memory_bytes"] = torch.cuda.max_memory_allocated(device) - base
+        result["memory_method"] = "cuda max_memory_allocated minus allocated before"
+    else:
+        reset_peak_rss()
+        base = rss_kib("VmRSS")
+        train_step()
+        result["peak_memory_bytes"] = (rss_kib("VmHWM") - base) * 1024
+        result["memory_method"] = "peak RSS (VmHWM reset before) minus RSS before one fwd+bwd"
+        result["rss_before_bytes"] = base * 1024
+
+    with FlopCounterMode(display=False) as counter:
+        forward()
+    result["flops_forward"] = counter.get_total_flops()
+    with FlopCounterMode(display=False) as counter:
+        train_step()
+    result["flops_fwd_bwd"] = counter.get_total_flops()
+    result["saved_for_backward_bytes"] = saved_tensor_bytes(train_step)
+
+    for key, fn in (("forward", forward), ("forward_h_only", forward_h), ("fwd_bwd", train_step)):
+        timing = time_runs(fn, device, args.warmup, args.repeats)
+        result[f"{key}_s"], result[f"{key}_median_s"] = timing["best"], timing["median"]
+    return result
+
+
+def _child(args: argparse.Namespace, name: str, queue) -> None:
+    queue.put(measure_variant(args, name))
+
+
+def measure_isolated(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    """Run one variant in a fresh process so that its peak RSS is its own."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    process = ctx.Process(target=_child, args=(args, name, queue))
+    # A fixed mmap threshold makes glibc return freed tensor memory to the OS at once, so RSS
+    # follows the live tensors instead of the heap's high-water mark.
+    previous = os.environ.get("MALLOC_MMAP_THRESHOLD_")
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = "131072"
+    try:
+        process.start()
+    finally:
+        if previous is None:
+            os.environ.pop("MALLOC_MMAP_THRESHOLD_")
+        else:
+            os.environ["MALLOC_MMAP_THRESHOLD_"] = previous
+    result = queue.get()
+    process.join()
+    return result
+
+
+def matmul_flops_per_second(
+    device: torch.device, dtype: torch.dtype, n: int, repeats: int
+) -> float:
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    return 2 * n**3 / time_runs(lambda: a @ b, device, warmup=2, repeats=repeats)["best"]
+
+
+def print_table(results: list[dict[str, Any]], model_flops: float, peak: float) -> None:
+    header = (
+        f"{'variant':<15} {'fwd ms':>9} {'h-only ms':>9} {'fwd+bwd ms':>10} {'saved MiB':>9} "
+        f"{'peak MiB':>9} {'GFLOP f+b':>9} {'TFLOP/s':>8} {'of peak':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        achieved = model_flops / r["fwd_bwd_s"]
+        print(
+            f"{r['variant']:<15} {r['forward_s'] * 1e3:>9.1f} {r['forward_h_only_s'] * 1e3:>9.1f} "
+            f"{r['fwd_bwd_s'] * 1e3:>10.1f} {r['saved_for_backward_bytes'] / 2**20:>9.1f} "
+            f"{r['peak_memory_bytes'] / 2**20:>9.1f} {r['flops_fwd_bwd'] / 1e9:>9.2f} "
+            f"{achieved / 1e12:>8.3f} {achieved / peak:>7.1%}"
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    names = [n.strip() for n in args.variants.split(",") if n.strip()]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"Unknown variant(s) {unknown}; choose from {list(VARIANTS)}.")
+    isolate = device.type == "cpu" and not args.no_isolate
+    results = [measure_isolated(args, n) if isolate else measure_variant(args, n) for n in names]
+
+    reference = next((r for r in results if r["variant"] == "fp32 legacy"), results[0])
+    model_flops = reference["flops_fwd_bwd"]  # algorithmic work of one step, without recompute
+    peak_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    peak = matmul_flops_per_second(device, peak_dtype, 8192 if device.type == "cuda" else 1024, 5)
+    print(
+        f"prior: {args.preset or f'channels {args.channels}, mult {args.mult}, res_blocks {args.res_blocks}'}"
+        f", input {args.batch}x3x{args.size}x{args.size}, device {device}, threads {args.threads}, "
+        f"torch {torch.__version__}"
+    )
+    print(
+        f"reference: {str(peak_dtype).removeprefix('torch.')} matmul {peak / 1e12:.3f} TFLOP/s; "
+        f"model work per fwd+bwd step {model_flops / 1e9:.2f} GFLOP "
+        f"(forward {reference['flops_forward'] / 1e9:.2f})"
+    )
+    print_table(results, model_flops, peak)
+    if args.json:
+        report = {
+            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "machine": {
+                "platform": platform.platform(),
+                "processor": platform.processor(),
+                "cpu_count": os.cpu_count(),
+                "torch": torch.__version__,
+                "cuda_device": torch.cuda.get_device_name(device)
+                if device.type == "cuda"
+                else None,
+            },
+            "matmul_reference": {"dtype": str(peak_dtype), "flops_per_second": peak},
+            "model_flops_fwd_bwd": model_flops,
+            "results": results,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
