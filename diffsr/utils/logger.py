@@ -85,13 +85,17 @@ class MessageLogger:
         self.start_time = time.time()
 
     def __call__(self, record: dict[str, Any]) -> str:
+        """Log ``record`` (iter, epoch, lr, losses); adds ``sec_per_iter`` to it."""
         it, epoch = record["iter"], record["epoch"]
         done = max(it - self.start_iter, 1)
         sec_per_iter = (time.time() - self.start_time) / done
         eta = datetime.timedelta(seconds=int(sec_per_iter * (self.total_iter - it)))
         parts = [f"[epoch {epoch:3d}, iter {it:8,d}/{self.total_iter:,d}, lr {record['lr']:.3e}]"]
         parts.append(f"[{sec_per_iter:.3f} s/iter, eta {eta}]")
-        losses = {k: v for k, v in record.items() if k not in ("iter", "epoch", "lr")}
+        losses = {
+            k: v for k, v in record.items() if k not in ("iter", "epoch", "lr", "sec_per_iter")
+        }
+        record["sec_per_iter"] = sec_per_iter
         parts.append(" ".join(f"{k}: {v:.4e}" for k, v in losses.items()))
         line = " ".join(parts)
         self.logger.info(line)
