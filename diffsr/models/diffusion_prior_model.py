@@ -14,7 +14,6 @@ from tqdm import tqdm
 
 from diffsr.diffusion import DiffusionSchedule
 from diffsr.diffusion.training_loss import ddpm_loss
-from diffsr.models.checkpoint import unwrap
 from diffsr.models.restoration_model import RestorationModel
 from diffsr.utils.dist_util import get_dist_info
 from diffsr.utils.registry import MODEL_REGISTRY
@@ -67,14 +66,8 @@ class DiffusionPriorModel(RestorationModel):
         log["l_total"] = total.item()
         if not self.loss_is_finite(total):
             return self.handle_non_finite(current_iter, log)
-        self.scaler.scale(total).backward()
-        if self.opt["train"]["grad_clip"]:
-            self.scaler.unscale_(self.optimizer_g)
-            torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), self.opt["train"]["grad_clip"])
-        self.scaler.step(self.optimizer_g)
+        self.step_generator(total)
         self.scaler.update()
-        if self.ema is not None:
-            self.ema.update(unwrap(self.net_g))
         return log
 
     @torch.no_grad()

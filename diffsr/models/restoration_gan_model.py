@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from diffsr.archs import build_network
 from diffsr.losses import LOSS_REGISTRY
-from diffsr.models.checkpoint import load_network, unwrap
+from diffsr.models.checkpoint import load_network
 from diffsr.models.restoration_model import RestorationModel
 from diffsr.utils.registry import MODEL_REGISTRY
 
@@ -82,13 +82,7 @@ class RestorationGANModel(RestorationModel):
             log["l_total"] = total.item()
             if not self.loss_is_finite(total):
                 return self.handle_non_finite(current_iter, log)
-            self.scaler.scale(total).backward()
-            if train["grad_clip"]:
-                self.scaler.unscale_(self.optimizer_g)
-                nn.utils.clip_grad_norm_(self.net_g.parameters(), train["grad_clip"])
-            self.scaler.step(self.optimizer_g)
-            if self.ema is not None:
-                self.ema.update(unwrap(self.net_g))
+            self.step_generator(total)
 
         _set_requires_grad(self.net_d, True)
         self.optimizer_d.zero_grad(set_to_none=True)

@@ -116,15 +116,19 @@ class RestorationModel(BaseModel):
         total, log = self.compute_losses(outputs)
         if not self.loss_is_finite(total):
             return self.handle_non_finite(current_iter, log)
+        self.step_generator(total)
+        self.scaler.update()
+        return log
+
+    def step_generator(self, total: torch.Tensor) -> None:
+        """Backward of ``total``, optional gradient clipping, optimizer step and EMA update."""
         self.scaler.scale(total).backward()
         if self.opt["train"]["grad_clip"]:
             self.scaler.unscale_(self.optimizer_g)
             nn.utils.clip_grad_norm_(self.net_g.parameters(), self.opt["train"]["grad_clip"])
         self.scaler.step(self.optimizer_g)
-        self.scaler.update()
         if self.ema is not None:
             self.ema.update(unwrap(self.net_g))
-        return log
 
     # ----------------------------------------------------------------- inference
     def inference_net(self) -> nn.Module:
