@@ -273,3 +273,21 @@ def test_option_errors_are_explicit(pair_folders):
         build_dataset(options(lq_dir, gt_dir, io_backend={"type": "memcached"}))
     # loader keys are accepted by the dataset (they are read by build_dataloader)
     build_dataset(options(lq_dir, gt_dir, batch_size_per_gpu=2, num_worker_per_gpu=0))
+
+
+def test_two_datasets_can_read_one_lmdb_in_one_process(tmp_path):
+    """Train and val splits filtered from one LMDB folder: LMDB must be opened once per process."""
+    import cv2
+    import numpy as np
+
+    from diffsr.data.file_client import LmdbImageFolder
+    from diffsr.data.lmdb_util import write_lmdb
+
+    items = []
+    for i in range(1, 5):
+        path = tmp_path / f"{i:02d}.png"
+        cv2.imwrite(str(path), np.full((8, 8, 3), 10 * i, np.uint8))
+        items.append((f"{i:02d}", path))
+    write_lmdb(tmp_path / "set.lmdb", items, progress=False)
+    first, second = LmdbImageFolder(tmp_path / "set.lmdb"), LmdbImageFolder(tmp_path / "set.lmdb")
+    assert first.read("01").shape == second.read("04").shape == (8, 8, 3)

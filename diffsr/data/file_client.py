@@ -87,6 +87,20 @@ class DiskImageFolder:
         return imfrombytes(self.read_bytes(name), self.path_of(name))
 
 
+_OPEN_LMDB: dict[tuple[int, Path], lmdb.Environment] = {}
+
+
+def _open_lmdb(root: Path) -> lmdb.Environment:
+    """One read-only environment per folder and process: LMDB refuses to open a path twice in
+    one process, which two datasets on the same folder (train and val splits) would do."""
+    key = (os.getpid(), root)
+    if key not in _OPEN_LMDB:
+        _OPEN_LMDB[key] = lmdb.open(
+            str(root), readonly=True, lock=False, readahead=False, meminit=False
+        )
+    return _OPEN_LMDB[key]
+
+
 class LmdbImageFolder:
     """Images in a BasicSR-format LMDB folder (``data.mdb`` + ``meta_info.txt``).
 
@@ -118,9 +132,7 @@ class LmdbImageFolder:
 
     def _environment(self) -> lmdb.Environment:
         if self._env is None or self._env_pid != os.getpid():
-            self._env = lmdb.open(
-                str(self.root), readonly=True, lock=False, readahead=False, meminit=False
-            )
+            self._env = _open_lmdb(self.root.resolve())
             self._env_pid = os.getpid()
         return self._env
 
