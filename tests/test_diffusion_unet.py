@@ -218,3 +218,14 @@ def test_bad_options_and_inputs_give_clear_errors():
         model(x, t)
     with pytest.raises(ValueError, match="divisible by 2"):
         model(torch.randn(1, 3, 33, 32), t, y=torch.tensor([0]))
+
+
+def test_attention_resolutions_accepts_a_single_number():
+    """YAML reads ``attention_resolutions: 8`` as an int; it means the same as "8"."""
+    from diffsr.diffusion import create_unet
+
+    kwargs = {"image_size": 16, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,2"}
+    as_int = create_unet(attention_resolutions=8, **kwargs)
+    as_str = create_unet(attention_resolutions="8", **kwargs)
+    assert [k for k in as_int.state_dict()] == [k for k in as_str.state_dict()]
+    assert any("attn" in k or "qkv" in k for k in as_int.state_dict())

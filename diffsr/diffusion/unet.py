@@ -60,7 +60,7 @@ class UNetConfig:
     learn_sigma: bool = False
     class_cond: bool = False
     use_checkpoint: bool = False
-    attention_resolutions: str | Sequence[int] = "16"
+    attention_resolutions: str | int | Sequence[int] = "16"
     num_heads: int = 1
     num_head_channels: int = -1
     num_heads_upsample: int = -1
@@ -105,7 +105,9 @@ class UNetConfig:
     def attention_downsample_rates(self) -> tuple[int, ...]:
         """Downsample factors (1 = full resolution) at which attention blocks are placed."""
         resolutions = self.attention_resolutions
-        if isinstance(resolutions, str):
+        if isinstance(resolutions, int):  # YAML reads "attention_resolutions: 16" as a number
+            resolutions = [resolutions]
+        elif isinstance(resolutions, str):
             resolutions = [int(r) for r in resolutions.split(",") if r.strip()]
         return tuple(self.image_size // int(r) for r in resolutions)
 
