@@ -4,7 +4,8 @@ Every ``datasets.test_*`` (or ``val*``) block is restored with ``network_g`` loa
 ``path.pretrain_network_g``; restored images go to ``results/<name>/visualization/<set>/`` and
 per-image plus mean metrics to ``results/<name>/<set>_metrics.{csv,md}``.
 
-Large images: ``--tile 512 --tile-overlap 32`` restores them in overlapping tiles (see
+Large images: ``--tile 512 --tile-overlap 32`` (or ``val.tile: {size: 512, overlap: 32}`` in
+the option file) restores them in overlapping tiles (see
 ``diffsr.utils.tiling``). An input that cannot be read is reported and skipped; the other
 images are still restored and measured, and the exit status is then 1 (0 when every image was
 restored, 2 for option errors).
@@ -69,6 +70,7 @@ __all__ = [
     "restore",
     "test_dataset",
     "tile_options_from_args",
+    "tile_options_from_opt",
     "write_metrics_tables",
 ]
 
@@ -256,6 +258,17 @@ def add_tile_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def tile_options_from_opt(opt: dict[str, Any]) -> TileOptions | None:
+    """``val.tile: {size, overlap, ramp}`` of an option file (None when absent)."""
+    block = (opt.get("val") or {}).get("tile")
+    if not block:
+        return None
+    try:
+        return TileOptions(block["size"], block["overlap"], block["ramp"])
+    except ValueError as err:
+        raise UsageError(f"val.tile: {err}") from None
+
+
 def tile_options_from_args(args: argparse.Namespace) -> TileOptions | None:
     if args.tile is None:
         return None
@@ -406,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         opt = parse_options(args.opt, is_train=False, overrides=args.set)
-        tile = tile_options_from_args(args)
+        tile = tile_options_from_args(args) or tile_options_from_opt(opt)
     except (OptionError, FileNotFoundError, UsageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

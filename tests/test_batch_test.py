@@ -352,3 +352,18 @@ def test_help_works(script):
     )
     assert done.returncode == 0, done.stderr
     assert "usage:" in done.stdout and "--tile" in done.stdout
+
+
+def test_tile_block_in_the_options_is_read_and_validated(tmp_path):
+    from diffsr.test import UsageError, tile_options_from_opt
+    from diffsr.utils.options import OptionError, validate_options
+
+    base = {"name": "t", "is_train": False, "network_g": {"type": "AODNet"}}
+    opt = validate_options({**base, "val": {"tile": {"size": 64}}}, "t.yml")
+    tile = tile_options_from_opt(opt)
+    assert (tile.size, tile.overlap, tile.ramp) == (64, 32, "cosine")
+    assert tile_options_from_opt(validate_options(base, "t.yml")) is None
+    with pytest.raises(OptionError, match=r"val\.tile\.ramp"):
+        validate_options({**base, "val": {"tile": {"size": 64, "ramp": "gauss"}}}, "t.yml")
+    with pytest.raises(UsageError, match=r"val\.tile"):
+        tile_options_from_opt({"val": {"tile": {"size": 8, "overlap": 8, "ramp": "cosine"}}})

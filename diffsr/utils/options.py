@@ -200,6 +200,13 @@ SCHEMA = Section(
                 "suffix": Key(STR, None),
                 "pbar": Key(BOOL, True),
                 "max_save_img": Key(INT, 20),
+                "tile": Section(  # diffsr/test.py: tiled inference; size required when present
+                    {
+                        "size": Key(INT, REQUIRED),
+                        "overlap": Key(INT, 32),
+                        "ramp": Key(STR, "cosine", choices=("cosine", "linear")),
+                    }
+                ),
                 "metrics": MapOf(
                     Block(METRIC_REGISTRY, ignored=("better",), provided=("img", "img2"))
                 ),
