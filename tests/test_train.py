@@ -190,3 +190,15 @@ def test_ddp_with_two_cpu_processes(tmp_path: Path):
     assert [r["iter"] for r in records if "l_total" in r] == [1, 2, 3, 4]  # rank 0 only
     assert (root / "models" / "net_g_latest.pth").is_file()
     assert "2 process(es)" in next(root.glob("train_*.log")).read_text()
+
+
+def test_tensorboard_logging_writes_events(tmp_path: Path):
+    pytest.importorskip("tensorboard", reason="tensorboard is in the test extra of setup.py")
+    opt = train_options(tmp_path, total_iter=2)
+    opt["logger"]["use_tb_logger"] = True
+    opt["val"]["val_freq"] = 2
+    assert train_main(["-opt", str(write_options(tmp_path / "tb.yml", opt))]) == 0
+    events = list(
+        (Path(opt["path"]["experiments_root"]) / "tb_logger").glob("events.out.tfevents.*")
+    )
+    assert events and events[0].stat().st_size > 0

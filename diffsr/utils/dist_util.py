@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import os
+import re
+import shutil
 import subprocess
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +13,14 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["barrier", "get_dist_info", "init_dist", "master_only", "reduce_mean"]
+__all__ = [
+    "barrier",
+    "first_slurm_host",
+    "get_dist_info",
+    "init_dist",
+    "master_only",
+    "reduce_mean",
+]
 
 
 def init_dist(launcher: str, backend: str | None = None, port: int = 29500) -> tuple[int, int]:
@@ -45,10 +54,26 @@ def _env_from_slurm(port: int) -> None:
     os.environ["WORLD_SIZE"] = os.environ["SLURM_NTASKS"]
     os.environ["LOCAL_RANK"] = os.environ.get("SLURM_LOCALID", "0")
     if "MASTER_ADDR" not in os.environ:
-        nodes = os.environ["SLURM_NODELIST"]
-        first = subprocess.getoutput(f"scontrol show hostname {nodes} | head -n1").strip()
-        os.environ["MASTER_ADDR"] = first or nodes.split(",")[0]
+        os.environ["MASTER_ADDR"] = first_slurm_host(os.environ["SLURM_NODELIST"])
     os.environ.setdefault("MASTER_PORT", str(port))
+
+
+def first_slurm_host(nodelist: str) -> str:
+    """First host of a Slurm node list: ``scontrol`` when present, else the list's own syntax
+    (``gpu[03-05,07],cpu1`` -> ``gpu03``)."""
+    if shutil.which("scontrol"):
+        result = subprocess.run(
+            ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=False
+        )
+        if result.returncode == 0 and result.stdout.strip():
+            return result.stdout.split()[0]
+    match = re.match(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist.strip())
+    if match is None:
+        raise RuntimeError(f"SLURM_NODELIST {nodelist!r} cannot be parsed; set MASTER_ADDR.")
+    prefix, ranges = match.groups()
+    if ranges is None:
+        return prefix
+    return prefix + ranges.split(",")[0].split("-")[0]
 
 
 def get_dist_info() -> tuple[int, int]:
