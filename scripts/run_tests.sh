@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh demo,test
 .venv/bin/ruff check diffsr scripts tests
 .venv/bin/ruff format --check diffsr scripts tests
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"  # idle OpenMP threads sleep: much faster on busy cores
 OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" .venv/bin/python -m pytest -q "$@" tests
