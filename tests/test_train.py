@@ -202,3 +202,18 @@ def test_tensorboard_logging_writes_events(tmp_path: Path):
         (Path(opt["path"]["experiments_root"]) / "tb_logger").glob("events.out.tfevents.*")
     )
     assert events and events[0].stat().st_size > 0
+
+
+def test_mixed_precision_and_gradient_clipping_train(tmp_path: Path):
+    opt = train_options(
+        tmp_path, total_iter=2, amp=True, amp_dtype="bfloat16", grad_clip=0.5, warmup_iter=2
+    )
+    opt["val"]["val_freq"] = 2
+    assert train_main(["-opt", str(write_options(tmp_path / "amp.yml", opt))]) == 0
+    records = [
+        r
+        for r in read_jsonl(Path(opt["path"]["experiments_root"]) / "metrics.jsonl")
+        if "l_total" in r
+    ]
+    assert [r["lr"] for r in records] == pytest.approx([0.5e-3, 1e-3])  # linear warm-up
+    assert all(np.isfinite(r["l_total"]) for r in records)
