@@ -13,6 +13,8 @@ measures, with random weights:
   tensors leave RSS at once; RSS still counts allocator slack, so CPU figures are approximate;
 - bytes of the tensors autograd saves for backward (saved-tensor hooks; inside checkpointed
   blocks nothing is saved, and the block inputs kept for recomputation are not counted);
+- CPU time (all threads of the process) of the forward+backward, best of the same runs: on a
+  shared machine it grows far less than wall time when other processes compete for the cores;
 - FLOPs with ``torch.utils.flop_counter.FlopCounterMode`` (on CPU it does not count fused SDPA
   attention; the float32 legacy count is used as the model's work for achieved FLOP/s).
 
@@ -28,11 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import multiprocessing
 import os
-import platform
-import re
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -43,6 +41,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from diffsr.diffusion import DiffusionPrior
+from diffsr.utils.benchmark import (
+    machine_info,
+    matmul_flops_per_second,
+    peak_memory,
+    run_in_fresh_process,
+    saved_tensor_bytes,
+    time_runs,
+)
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "fp32 legacy": {"attention": "legacy"},
@@ -92,54 +98,6 @@ def prior_options(args: argparse.Namespace, variant: dict[str, Any]) -> dict[str
     return {"unet": unet, **variant}
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_runs(fn, device: torch.device, warmup: int, repeats: int) -> dict[str, float]:
-    """Best and median wall time of ``repeats`` calls after ``warmup`` calls, in seconds."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return {"best": min(times), "median": statistics.median(times)}
-
-
-def rss_kib(field: str) -> int:
-    """``VmRSS`` (current) or ``VmHWM`` (peak) of this process from /proc, in KiB (Linux)."""
-    with open("/proc/self/status") as f:
-        match = re.search(rf"{field}:\s+(\d+)", f.read())
-    if match is None:
-        raise RuntimeError(f"/proc/self/status has no {field}; CPU memory needs Linux.")
-    return int(match.group(1))
-
-
-def reset_peak_rss() -> None:
-    """Reset VmHWM to the current RSS (Linux >= 4.0: write 5 to /proc/self/clear_refs)."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-
-
-def saved_tensor_bytes(step) -> int:
-    """Bytes of distinct storages autograd saves for backward during ``step()``."""
-    seen: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        seen[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        step(backward=False)
-    return sum(seen.values())
-
-
 def measure_variant(args: argparse.Namespace, name: str) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     logging.getLogger("diffsr.diffusion.prior").setLevel(logging.ERROR)  # random weights: fine
@@ -166,19 +124,7 @@ def measure_variant(args: argparse.Namespace, name: str) -> dict[str, Any]:
     result: dict[str, Any] = {"variant": name, "options": VARIANTS[name]}
     # Memory first, after one warm-up step (libraries allocate workspaces on first use).
     train_step()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        train_step()
-        result["peak_memory_bytes"] = torch.cuda.max_memory_allocated(device) - base
-        result["memory_method"] = "cuda max_memory_allocated minus allocated before"
-    else:
-        reset_peak_rss()
-        base = rss_kib("VmRSS")
-        train_step()
-        result["peak_memory_bytes"] = (rss_kib("VmHWM") - base) * 1024
-        result["memory_method"] = "peak RSS (VmHWM reset before) minus RSS before one fwd+bwd"
-        result["rss_before_bytes"] = base * 1024
+    result.update(peak_memory(train_step, device))
 
     with FlopCounterMode(display=False) as counter:
         forward()
@@ -186,50 +132,28 @@ def measure_variant(args: argparse.Namespace, name: str) -> dict[str, Any]:
     with FlopCounterMode(display=False) as counter:
         train_step()
     result["flops_fwd_bwd"] = counter.get_total_flops()
-    result["saved_for_backward_bytes"] = saved_tensor_bytes(train_step)
+    result["saved_for_backward_bytes"] = saved_tensor_bytes(lambda: train_step(backward=False))
 
     for key, fn in (("forward", forward), ("forward_h_only", forward_h), ("fwd_bwd", train_step)):
-        timing = time_runs(fn, device, args.warmup, args.repeats)
+        cpu_seconds: list[float] = []
+
+        def timed(fn=fn, cpu_seconds=cpu_seconds) -> None:
+            start = time.process_time()
+            fn()
+            cpu_seconds.append(time.process_time() - start)
+
+        timing = time_runs(timed, device, args.warmup, args.repeats)
         result[f"{key}_s"], result[f"{key}_median_s"] = timing["best"], timing["median"]
+        # CPU time of all this process's threads: unlike wall time, it barely grows when other
+        # processes compete for the cores, so it compares variants fairly on a shared machine.
+        result[f"{key}_cpu_s"] = min(cpu_seconds[args.warmup :])
     return result
-
-
-def _child(args: argparse.Namespace, name: str, queue) -> None:
-    queue.put(measure_variant(args, name))
-
-
-def measure_isolated(args: argparse.Namespace, name: str) -> dict[str, Any]:
-    """Run one variant in a fresh process so that its peak RSS is its own."""
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    process = ctx.Process(target=_child, args=(args, name, queue))
-    # A fixed mmap threshold makes glibc return freed tensor memory to the OS at once, so RSS
-    # follows the live tensors instead of the heap's high-water mark.
-    previous = os.environ.get("MALLOC_MMAP_THRESHOLD_")
-    os.environ["MALLOC_MMAP_THRESHOLD_"] = "131072"
-    try:
-        process.start()
-    finally:
-        if previous is None:
-            os.environ.pop("MALLOC_MMAP_THRESHOLD_")
-        else:
-            os.environ["MALLOC_MMAP_THRESHOLD_"] = previous
-    result = queue.get()
-    process.join()
-    return result
-
-
-def matmul_flops_per_second(
-    device: torch.device, dtype: torch.dtype, n: int, repeats: int
-) -> float:
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    return 2 * n**3 / time_runs(lambda: a @ b, device, warmup=2, repeats=repeats)["best"]
 
 
 def print_table(results: list[dict[str, Any]], model_flops: float, peak: float) -> None:
     header = (
-        f"{'variant':<15} {'fwd ms':>9} {'h-only ms':>9} {'fwd+bwd ms':>10} {'saved MiB':>9} "
+        f"{'variant':<15} {'fwd ms':>9} {'h-only ms':>9} {'fwd+bwd ms':>10} {'f+b CPU ms':>10} "
+        f"{'saved MiB':>9} "
         f"{'peak MiB':>9} {'GFLOP f+b':>9} {'TFLOP/s':>8} {'of peak':>7}"
     )
     print(header)
@@ -238,7 +162,8 @@ def print_table(results: list[dict[str, Any]], model_flops: float, peak: float) 
         achieved = model_flops / r["fwd_bwd_s"]
         print(
             f"{r['variant']:<15} {r['forward_s'] * 1e3:>9.1f} {r['forward_h_only_s'] * 1e3:>9.1f} "
-            f"{r['fwd_bwd_s'] * 1e3:>10.1f} {r['saved_for_backward_bytes'] / 2**20:>9.1f} "
+            f"{r['fwd_bwd_s'] * 1e3:>10.1f} {r['fwd_bwd_cpu_s'] * 1e3:>10.1f} "
+            f"{r['saved_for_backward_bytes'] / 2**20:>9.1f} "
             f"{r['peak_memory_bytes'] / 2**20:>9.1f} {r['flops_fwd_bwd'] / 1e9:>9.2f} "
             f"{achieved / 1e12:>8.3f} {achieved / peak:>7.1%}"
         )
@@ -253,7 +178,10 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise SystemExit(f"Unknown variant(s) {unknown}; choose from {list(VARIANTS)}.")
     isolate = device.type == "cpu" and not args.no_isolate
-    results = [measure_isolated(args, n) if isolate else measure_variant(args, n) for n in names]
+    results = [
+        run_in_fresh_process(measure_variant, args, n) if isolate else measure_variant(args, n)
+        for n in names
+    ]
 
     reference = next((r for r in results if r["variant"] == "fp32 legacy"), results[0])
     model_flops = reference["flops_fwd_bwd"]  # algorithmic work of one step, without recompute
@@ -273,15 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         report = {
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-            "machine": {
-                "platform": platform.platform(),
-                "processor": platform.processor(),
-                "cpu_count": os.cpu_count(),
-                "torch": torch.__version__,
-                "cuda_device": torch.cuda.get_device_name(device)
-                if device.type == "cuda"
-                else None,
-            },
+            "machine": machine_info(device),
             "matmul_reference": {"dtype": str(peak_dtype), "flops_per_second": peak},
             "model_flops_fwd_bwd": model_flops,
             "results": results,

@@ -82,7 +82,9 @@ class PriorLossCore(nn.Module):
             raise ValueError(
                 "prior must be a mapping of DiffusionPrior options (preset/unet, checkpoint, ...)."
             )
-        self.prior_options = dict(prior)
+        # channels_last computes the same function and measured 13% faster per DiffLoss step
+        # on CPU (docs/performance.md); an explicit ``channels_last: false`` turns it off.
+        self.prior_options = {"channels_last": True, **prior}
         self.nat_weight, self.sem_weight = float(nat_weight), float(sem_weight)
         self.criterion, self.space, self.t_weighting = criterion, space, t_weighting
         self.snr_gamma, self.shared_noise, self.num_draws = snr_gamma, shared_noise, num_draws
