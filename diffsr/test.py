@@ -28,7 +28,7 @@ import argparse
 import csv
 import io
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +46,7 @@ from diffsr.models.loss_terms import as_output_list
 from diffsr.utils.file_util import atomic_write_text, mkdirs
 from diffsr.utils.img_util import imwrite, tensor2img
 from diffsr.utils.logger import get_root_logger
-from diffsr.utils.misc import get_time_str
+from diffsr.utils.misc import get_time_str, resolve_device
 from diffsr.utils.options import OptionError, parse_options
 from diffsr.utils.registry import RegistryError, import_user_modules
 from diffsr.utils.tiling import RAMPS, TileOptions, tiled_forward
@@ -60,6 +60,7 @@ __all__ = [
     "add_network_arguments",
     "add_tile_arguments",
     "build_named_networks",
+    "device_from_args",
     "load_restoration_network",
     "main",
     "metrics_tables",
@@ -68,6 +69,7 @@ __all__ = [
     "readable_samples",
     "report_failures",
     "restore",
+    "run_command",
     "test_dataset",
     "tile_options_from_args",
     "tile_options_from_opt",
@@ -134,6 +136,19 @@ def report_failures(failures: list[str]) -> int:
     for message in failures:
         print(f"error: {message}", file=sys.stderr)
     return 1
+
+
+def run_command(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """A script's ``main``: ``run(args)`` with the root logger set up; its exit status.
+
+    A :class:`UsageError` is printed as one ``error:`` line on stderr and gives status 2.
+    """
+    get_root_logger()
+    try:
+        return run(args)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 # ----------------------------------------------------------------------------- restoring
@@ -392,6 +407,17 @@ def load_restoration_network(
     net = build_network(dict(network_opt))
     load_network(net, path, strict=True, param_key=_param_key(Path(path), param_key))
     return net.to(device).eval()
+
+
+def device_from_args(args: argparse.Namespace) -> torch.device:
+    """The device named by ``--device`` (see :func:`add_network_arguments`).
+
+    Raises :class:`UsageError` when it is not a device name or not available here.
+    """
+    try:
+        return resolve_device(args.device)
+    except (RuntimeError, ValueError) as err:
+        raise UsageError(f"--device: {err}") from None
 
 
 def build_named_networks(args: argparse.Namespace, device: torch.device) -> dict[str, nn.Module]:

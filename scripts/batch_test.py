@@ -55,16 +55,16 @@ from diffsr.test import (
     add_network_arguments,
     add_tile_arguments,
     build_named_networks,
+    device_from_args,
     readable_samples,
     report_failures,
     restore,
+    run_command,
     tile_options_from_args,
     write_metrics_tables,
 )
 from diffsr.utils.file_util import mkdirs
 from diffsr.utils.img_util import imwrite, tensor2img
-from diffsr.utils.logger import get_root_logger
-from diffsr.utils.misc import resolve_device
 from diffsr.utils.options import OptionError, parse_options
 
 METRIC_NAMES = ("psnr", "ssim", "lpips", "fid")
@@ -206,10 +206,7 @@ def run(args: argparse.Namespace) -> int:
     tile = tile_options_from_args(args)
     set_name = args.name or args.lq.name.removesuffix(".lmdb")
     dataset_opt = dataset_options(args, set_name)
-    try:
-        device = resolve_device(args.device)
-    except (RuntimeError, ValueError) as err:
-        raise UsageError(f"--device: {err}") from None
+    device = device_from_args(args)
     networks = build_named_networks(args, device)
     metric_blocks = metric_options(args) if args.gt is not None else {}
     try:
@@ -249,13 +246,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    get_root_logger()
-    try:
-        return run(args)
-    except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_command(run, parse_args(argv))
 
 
 if __name__ == "__main__":

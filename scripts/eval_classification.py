@@ -62,15 +62,15 @@ from diffsr.test import (
     add_network_arguments,
     add_tile_arguments,
     build_named_networks,
+    device_from_args,
     readable_samples,
     report_failures,
     restore,
+    run_command,
     tile_options_from_args,
 )
 from diffsr.utils.file_util import atomic_write_text, mkdirs
 from diffsr.utils.img_util import imwrite, tensor2img
-from diffsr.utils.logger import get_root_logger
-from diffsr.utils.misc import resolve_device
 from diffsr.utils.registry import ARCH_REGISTRY, RegistryError
 
 DEGRADED, CLEAN = "degraded", "clean"
@@ -264,10 +264,7 @@ def copy_metadata(source_root: Path, target_root: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     tile = tile_options_from_args(args)
-    try:
-        device = resolve_device(args.device)
-    except (RuntimeError, ValueError) as err:
-        raise UsageError(f"--device: {err}") from None
+    device = device_from_args(args)
     classifiers = load_classifiers(args.classifier, device)
     restorers = build_named_networks(args, device)
     dataset, loader = cub_test_split(args.data, "degraded CUB test")
@@ -316,13 +313,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    get_root_logger()
-    try:
-        return run(args)
-    except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_command(run, parse_args(argv))
 
 
 if __name__ == "__main__":

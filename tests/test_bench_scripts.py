@@ -4,10 +4,8 @@ the convolutions of AODNet; bytes of saved tensors), not outputs of the code und
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import torch.nn.functional as F
 
 from diffsr.diffusion import clear_shared_priors
 from diffsr.utils import benchmark
+from tests.helpers.scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_PRIOR_FLAGS = [
@@ -27,14 +26,6 @@ STEP_KEYS = ("step_s", "cpu_step_s", "peak_memory_bytes", "saved_for_backward_by
 DIFFLOSS_KEYS = ("overhead_ratio", "diffloss_s", "diffloss_flops", "loss_rel_diff", "grad_rel_diff")
 # AODNet's convolutions as (in, out, kernel), in order (diffsr/archs/aodnet_arch.py).
 AODNET_CONVS = [(3, 3, 1), (3, 3, 3), (6, 3, 5), (6, 3, 7), (12, 3, 3)]
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,6 @@
 """CUBDataset, scripts/train_classifier.py and scripts/eval_classification.py (Table 2 tools)."""
 
 import csv
-import importlib.util
 import json
 import subprocess
 import sys
@@ -17,20 +16,13 @@ from diffsr.archs.resnet_arch import ResNet50
 from diffsr.data import build_dataset
 from diffsr.data.cub_dataset import eval_view, random_resized_crop, read_cub_metadata
 from diffsr.models.checkpoint import save_network
+from tests.helpers.scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = REPO / ".venv" / "bin" / "python"
 CLASSES = ("001.Black_footed_Albatross", "002.Laysan_Albatross", "003.Sooty_Albatross")
 IMAGE_SIZE = 32
 RESIZE = round(IMAGE_SIZE * 256 / 224)  # 37: the documented test resize
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 train_classifier = load_script("train_classifier")

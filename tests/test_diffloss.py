@@ -16,18 +16,9 @@ import torch
 from diffsr.diffusion import clear_shared_priors
 from diffsr.losses import build_loss
 from diffsr.train import main as train_main
-from tests.helpers.fixtures import read_jsonl, train_options, write_options
+from tests.helpers.fixtures import TINY_PRIOR_UNET, read_jsonl, train_options, write_options
 
-TINY_UNET = {
-    "image_size": 16,
-    "num_channels": 32,
-    "num_res_blocks": 1,
-    "channel_mult": "1,2",
-    "attention_resolutions": "8",
-    "num_head_channels": 16,
-    "learn_sigma": True,
-}
-PRIOR = {"unet": TINY_UNET, "diffusion_steps": 100}
+PRIOR = {"unet": TINY_PRIOR_UNET, "diffusion_steps": 100}
 
 
 @pytest.fixture(autouse=True)
@@ -216,7 +207,7 @@ def test_bad_options_are_reported():
     with pytest.raises(ValueError, match="t_range"):
         make(t_range=[10, 200])
     with pytest.raises(FileNotFoundError, match=r"does not exist|not found|missing"):
-        make(prior={"unet": TINY_UNET, "checkpoint": "nowhere/prior.pt"})
+        make(prior={"unet": TINY_PRIOR_UNET, "checkpoint": "nowhere/prior.pt"})
 
 
 def test_training_with_diffloss_logs_terms_and_leaves_the_prior_untouched(tmp_path: Path):

@@ -1,7 +1,6 @@
 """scripts/hspace_analysis.py: h-space perturbation hook, samplers, and the analysis run."""
 
 import csv
-import importlib.util
 import itertools
 import subprocess
 import sys
@@ -13,20 +12,13 @@ import pytest
 import torch
 
 from diffsr.diffusion import DiffusionPrior, DiffusionSchedule, create_unet, reinit_zero_layers
+from tests.helpers.scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = REPO / ".venv" / "bin" / "python"
 UNET = {"image_size": 16, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,2",
         "attention_resolutions": "8"}  # fmt: skip
 UNET_ARGS = [f"--unet={k}={v}" for k, v in UNET.items()]
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 hspace = load_script("hspace_analysis")

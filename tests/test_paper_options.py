@@ -26,7 +26,7 @@ from diffsr.data.pairing import Selection
 from diffsr.train import main as train_main
 from diffsr.utils.options import parse_options
 from diffsr.utils.yaml_util import load_yaml
-from tests.helpers.fixtures import read_jsonl, write_options
+from tests.helpers.fixtures import TINY_PRIOR_UNET, read_jsonl, write_options
 
 REPO = Path(__file__).resolve().parents[1]
 OPTIONS = REPO / "options"
@@ -96,18 +96,7 @@ SMALL_NETWORKS: dict[str, dict[str, Any]] = {
     "IAT": {"local_width": 8, "num_local_blocks": 2, "global_width": 16, "global_heads": 2},
 }
 SMALL_DISCRIMINATOR = {"num_feat": 8, "num_layers": 2}
-TINY_PRIOR = {
-    "unet": {
-        "image_size": 16,
-        "num_channels": 32,
-        "num_res_blocks": 1,
-        "channel_mult": "1,2",
-        "attention_resolutions": "8",
-        "num_head_channels": 16,
-        "learn_sigma": True,
-    },
-    "diffusion_steps": 100,
-}
+TINY_PRIOR = {"unet": TINY_PRIOR_UNET, "diffusion_steps": 100}
 IMAGE_SIZE = 40
 CLASSIC = ("calculate_psnr", "calculate_ssim")
 WEIGHT_KEYS = {"calculate_lpips": ("weights_path", "lin_path"), "FID": ("weights_path",)}

@@ -11,7 +11,7 @@ import torch
 from diffsr.diffusion import DiffusionPrior, DiffusionSchedule
 from diffsr.diffusion.training_loss import ddpm_loss
 from diffsr.train import main as train_main
-from tests.helpers.fixtures import make_paired_folder, read_jsonl, write_options
+from tests.helpers.fixtures import TINY_PRIOR_UNET, make_paired_folder, read_jsonl, write_options
 
 gd = pytest.importorskip("guided_diffusion.gaussian_diffusion", reason="test-only reference")
 
@@ -86,16 +86,7 @@ def _prior_options(tmp: Path) -> dict:
                 "gt_size": 16,
             },
         },
-        "network_g": {
-            "type": "ADMUNet",
-            "image_size": 16,
-            "num_channels": 32,
-            "num_res_blocks": 1,
-            "channel_mult": "1,2",
-            "attention_resolutions": "8",
-            "num_head_channels": 16,
-            "learn_sigma": True,
-        },
+        "network_g": {"type": "ADMUNet", **TINY_PRIOR_UNET},
         "diffusion": {"diffusion_steps": 50, "val_draws": 2},
         "path": {"experiments_root": str(tmp / "exp")},
         "train": {"optim_g": {"lr": 1e-3}, "total_iter": 4, "ema_decay": 0.9},

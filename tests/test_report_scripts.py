@@ -15,6 +15,7 @@ import pytest
 
 from diffsr.utils import degradations
 from diffsr.utils.visualize import comparison_grid, draw_box, stack_rows
+from tests.helpers.scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = REPO / ".venv" / "bin" / "python"
@@ -24,14 +25,6 @@ RED_BGR = (0, 0, 255)
 needs_matplotlib = pytest.mark.skipif(
     importlib.util.find_spec("matplotlib") is None, reason="matplotlib (extra 'plots') missing"
 )
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_script(script: str, *args: str) -> subprocess.CompletedProcess:

@@ -14,11 +14,10 @@ import torch
 import torch.nn as nn
 
 from diffsr.archs.backbone_util import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     WeightFile,
     check_layer_names,
     load_backbone_state,
+    register_imagenet_stats,
 )
 from diffsr.utils.registry import ARCH_REGISTRY
 
@@ -95,9 +94,7 @@ class AlexNetFeatureExtractor(nn.Module):
                 f"{ALEXNET_WEIGHTS.default_path} (allow_random_init: true permits random weights, "
                 f"for tests only)."
             )
-        # Not persistent, so the state dict keys stay exactly torchvision's ``features.*``.
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        register_imagenet_stats(self)  # not persistent: the keys stay torchvision's features.*
         self.requires_grad_(False)
         self.eval()
 

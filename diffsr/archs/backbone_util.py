@@ -30,10 +30,13 @@ __all__ = [
     "MissingWeightsError",
     "WeightFile",
     "check_layer_names",
+    "check_num_classes",
     "default_device",
     "load_backbone_state",
     "load_checked_state",
+    "load_classifier_backbone",
     "read_state_dict",
+    "register_imagenet_stats",
     "require_weight_files",
 ]
 
@@ -203,6 +206,48 @@ def load_backbone_state(
     return load_checked_state(
         module, state, path, weights, ignore_prefixes, skip_mismatched_prefixes, mismatch_hint
     )
+
+
+def check_num_classes(network: str, num_classes: Any) -> None:
+    """Raise ValueError unless ``num_classes`` is a positive int (a bool is not)."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"{network}: num_classes must be a positive int, got {num_classes!r}.")
+
+
+def load_classifier_backbone(
+    module: nn.Module,
+    path: str | Path,
+    weights: WeightFile,
+    head: str,
+    new_head: str,
+    skip_fc_mismatch: bool,
+) -> list[str]:
+    """Load a published ImageNet classifier file into ``module`` (see :func:`load_backbone_state`).
+
+    ``head`` is the last layer's name (``fc``, ``classifier.6``); with ``skip_fc_mismatch`` its
+    weights are skipped when their shapes differ (another number of classes), and the error for
+    a mismatch names it and the option (``new_head``: what to call the layer trained instead).
+    Returns the skipped keys.
+    """
+    return load_backbone_state(
+        module,
+        path,
+        weights,
+        skip_mismatched_prefixes=(f"{head}.",) if skip_fc_mismatch else (),
+        mismatch_hint=(
+            f"If only {head} differs (another number of classes), set skip_fc_mismatch: true "
+            f"to load the rest and train a new {new_head}."
+        ),
+    )
+
+
+def register_imagenet_stats(module: nn.Module) -> None:
+    """Give ``module`` buffers ``mean`` and ``std`` (1 x 3 x 1 x 1, ImageNet RGB statistics).
+
+    Not persistent, so the state dict keys stay exactly those of the published files.
+    """
+    module.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+    module.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
 
 def default_device() -> str:

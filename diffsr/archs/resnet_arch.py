@@ -12,10 +12,10 @@ import torch
 import torch.nn as nn
 
 from diffsr.archs.backbone_util import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     WeightFile,
-    load_backbone_state,
+    check_num_classes,
+    load_classifier_backbone,
+    register_imagenet_stats,
 )
 from diffsr.utils.registry import ARCH_REGISTRY
 
@@ -92,8 +92,7 @@ class ResNet50(nn.Module):
         normalize_input: bool = True,
     ) -> None:
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"ResNet50: num_classes must be a positive int, got {num_classes!r}.")
+        check_num_classes("ResNet50", num_classes)
         self.normalize_input = normalize_input
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
@@ -107,19 +106,10 @@ class ResNet50(nn.Module):
         self.fc = nn.Linear(FEATURE_DIM, num_classes)
         self.reset_parameters()
         if pretrained_path is not None:
-            load_backbone_state(
-                self,
-                pretrained_path,
-                RESNET50_WEIGHTS,
-                skip_mismatched_prefixes=("fc.",) if skip_fc_mismatch else (),
-                mismatch_hint=(
-                    "If only fc differs (another number of classes), set skip_fc_mismatch: true "
-                    "to load the rest and train a new fc."
-                ),
+            load_classifier_backbone(
+                self, pretrained_path, RESNET50_WEIGHTS, "fc", "fc", skip_fc_mismatch
             )
-        # Not persistent, so the state dict keys stay exactly torchvision's.
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        register_imagenet_stats(self)
 
     def reset_parameters(self) -> None:
         """torchvision's initialisation: He-normal (fan-out) convolutions, unit BatchNorm."""

@@ -12,10 +12,10 @@ import torch
 import torch.nn as nn
 
 from diffsr.archs.backbone_util import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     WeightFile,
-    load_backbone_state,
+    check_num_classes,
+    load_classifier_backbone,
+    register_imagenet_stats,
 )
 from diffsr.archs.vgg_arch import (
     VGG16_FILE_NAME,
@@ -62,10 +62,7 @@ class VGG16Classifier(nn.Module):
         dropout: float = 0.5,
     ) -> None:
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(
-                f"VGG16Classifier: num_classes must be a positive int, got {num_classes!r}."
-            )
+        check_num_classes("VGG16Classifier", num_classes)
         self.normalize_input = normalize_input
         self.features = build_vgg16_features(len(VGG16_LAYER_NAMES))
         self.avgpool = nn.AdaptiveAvgPool2d(POOLED_SIZE)
@@ -80,19 +77,10 @@ class VGG16Classifier(nn.Module):
         )
         self.reset_parameters()
         if pretrained_path is not None:
-            load_backbone_state(
-                self,
-                pretrained_path,
-                VGG16_WEIGHTS,
-                skip_mismatched_prefixes=("classifier.6.",) if skip_fc_mismatch else (),
-                mismatch_hint=(
-                    "If only classifier.6 differs (another number of classes), set "
-                    "skip_fc_mismatch: true to load the rest and train a new last layer."
-                ),
+            load_classifier_backbone(
+                self, pretrained_path, VGG16_WEIGHTS, "classifier.6", "last layer", skip_fc_mismatch
             )
-        # Not persistent, so the state dict keys stay exactly torchvision's.
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        register_imagenet_stats(self)
 
     def reset_parameters(self) -> None:
         """torchvision's initialisation: He-normal (fan-out) convolutions, N(0, 0.01) linears."""

@@ -22,6 +22,7 @@ __all__ = [
     "crop_pt",
     "gaussian_window",
     "prepare_pair",
+    "prepare_pair_pt",
     "rgb_to_y_pt",
     "ssim_map_pt",
 ]
@@ -130,6 +131,18 @@ def crop_pt(img: torch.Tensor, crop_border: int) -> torch.Tensor:
     if crop_border == 0:
         return img
     return img[..., crop_border:-crop_border, crop_border:-crop_border]
+
+
+def prepare_pair_pt(
+    img: torch.Tensor, img2: torch.Tensor, crop_border: int, test_y_channel: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check two B x C x H x W RGB tensors in [0, 1] and return them as float64, Y-converted
+    (``test_y_channel``) and cropped: the tensor counterpart of :func:`prepare_pair`."""
+    check_pair_pt(img, img2, crop_border)
+    img, img2 = img.to(torch.float64), img2.to(torch.float64)
+    if test_y_channel:
+        img, img2 = rgb_to_y_pt(img), rgb_to_y_pt(img2)
+    return crop_pt(img, crop_border), crop_pt(img2, crop_border)
 
 
 def gaussian_window(size: int = SSIM_WINDOW_SIZE, sigma: float = SSIM_SIGMA) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from diffsr.metrics.metric_util import check_pair_pt, crop_pt, prepare_pair, rgb_to_y_pt
+from diffsr.metrics.metric_util import prepare_pair, prepare_pair_pt
 from diffsr.utils.registry import METRIC_REGISTRY
 
 __all__ = ["calculate_psnr", "calculate_psnr_pt"]
@@ -38,10 +38,6 @@ def calculate_psnr_pt(
 
     Equal to :func:`calculate_psnr` on the same images scaled to [0, 255] and given as BGR.
     """
-    check_pair_pt(img, img2, crop_border)
-    img, img2 = img.to(torch.float64), img2.to(torch.float64)
-    if test_y_channel:
-        img, img2 = rgb_to_y_pt(img), rgb_to_y_pt(img2)
-    img, img2 = crop_pt(img, crop_border), crop_pt(img2, crop_border)
+    img, img2 = prepare_pair_pt(img, img2, crop_border, test_y_channel)
     mse = ((img - img2) ** 2).mean(dim=(1, 2, 3))
     return 10.0 * torch.log10(1.0 / mse)  # mse == 0 gives inf, as in the numpy version

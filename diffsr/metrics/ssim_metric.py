@@ -10,11 +10,9 @@ from diffsr.metrics.metric_util import (
     SSIM_K1,
     SSIM_K2,
     SSIM_WINDOW_SIZE,
-    check_pair_pt,
-    crop_pt,
     gaussian_window,
     prepare_pair,
-    rgb_to_y_pt,
+    prepare_pair_pt,
     ssim_map_pt,
 )
 from diffsr.utils.registry import METRIC_REGISTRY
@@ -73,9 +71,5 @@ def calculate_ssim_pt(
 
     Equal to :func:`calculate_ssim` on the same images scaled to [0, 255] and given as BGR.
     """
-    check_pair_pt(img, img2, crop_border)
-    img, img2 = img.to(torch.float64), img2.to(torch.float64)
-    if test_y_channel:
-        img, img2 = rgb_to_y_pt(img), rgb_to_y_pt(img2)
-    img, img2 = crop_pt(img, crop_border), crop_pt(img2, crop_border)
+    img, img2 = prepare_pair_pt(img, img2, crop_border, test_y_channel)
     return ssim_map_pt(img, img2, data_range=1.0).mean(dim=(1, 2, 3))

@@ -11,6 +11,17 @@ import cv2
 import numpy as np
 import yaml
 
+# A tiny ADM UNet for the diffusion-prior tests (DiffLoss, prior training, paper options).
+TINY_PRIOR_UNET: dict[str, Any] = {
+    "image_size": 16,
+    "num_channels": 32,
+    "num_res_blocks": 1,
+    "channel_mult": "1,2",
+    "attention_resolutions": "8",
+    "num_head_channels": 16,
+    "learn_sigma": True,
+}
+
 TINY_ARCH_SOURCE = '''
 import torch
 import torch.nn as nn
