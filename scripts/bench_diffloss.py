@@ -363,21 +363,30 @@ def add_derived(results: dict[str, dict[str, Any]], ceilings: dict[str, float]) 
     part's FLOP/s (its FLOPs over its seconds: the step's minus those of ``none``)."""
     none, plain = results.get("none"), results.get("plain")
     for name, r in results.items():
-        r["spread"] = (max(r["runs_s"]) - min(r["runs_s"])) / r["step_s"]
+        r["spread"] = ratio(max(r["runs_s"]) - min(r["runs_s"]), r["step_s"])
         if none is not None and name != "none":
-            r["overhead_ratio"] = r["step_s"] / none["step_s"]
+            r["overhead_ratio"] = ratio(r["step_s"], none["step_s"])
             r["diffloss_s"] = r["step_s"] - none["step_s"]
             r["diffloss_flops"] = r["flops"] - none["flops"]
             if r["diffloss_s"] > 0:
                 r["diffloss_flops_per_second"] = r["diffloss_flops"] / r["diffloss_s"]
                 ceiling = ceilings[compute_dtype(name)]
-                r["fraction_of_ceiling"] = r["diffloss_flops_per_second"] / ceiling
+                r["fraction_of_ceiling"] = ratio(r["diffloss_flops_per_second"], ceiling)
         if plain is not None and name not in ("none", "plain"):
-            r["speedup_vs_plain"] = plain["step_s"] / r["step_s"]
-            r["cpu_speedup_vs_plain"] = plain["cpu_step_s"] / r["cpu_step_s"]
+            r["speedup_vs_plain"] = ratio(plain["step_s"], r["step_s"])
+            r["cpu_speedup_vs_plain"] = ratio(plain["cpu_step_s"], r["cpu_step_s"])
             if r.get("diffloss_s", 0) > 0:
-                r["diffloss_speedup_vs_plain"] = plain["diffloss_s"] / r["diffloss_s"]
-            r["peak_memory_vs_plain"] = r["peak_memory_bytes"] / plain["peak_memory_bytes"]
+                r["diffloss_speedup_vs_plain"] = ratio(plain["diffloss_s"], r["diffloss_s"])
+            r["peak_memory_vs_plain"] = ratio(r["peak_memory_bytes"], plain["peak_memory_bytes"])
+
+
+def _times(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
+def ratio(numerator: float, denominator: float) -> float | None:
+    """numerator / denominator, or None when the denominator was measured as 0 (tiny runs)."""
+    return numerator / denominator if denominator else None
 
 
 # (title, width, result key, format, scale) of the two printed tables.
@@ -419,15 +428,16 @@ def print_table(results: dict[str, dict[str, Any]], columns: list[Column]) -> No
 def target_summary(results: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     """The issue's target: default at least 2.5x faster than plain, with less peak memory."""
     default = results.get("default")
-    if default is None or "speedup_vs_plain" not in default:
+    if default is None or default.get("speedup_vs_plain") is None:
         return None
+    memory_ratio = default.get("peak_memory_vs_plain")
     return {
         "speedup_target": TARGET_SPEEDUP,
         "speedup": default["speedup_vs_plain"],
         "speedup_met": default["speedup_vs_plain"] >= TARGET_SPEEDUP,
         "cpu_time_speedup": default["cpu_speedup_vs_plain"],
-        "peak_memory_ratio": default["peak_memory_vs_plain"],
-        "lower_peak_memory": default["peak_memory_vs_plain"] < 1.0,
+        "peak_memory_ratio": memory_ratio,
+        "lower_peak_memory": memory_ratio is not None and memory_ratio < 1.0,
         "loss_agrees": results["plain"].get("loss_rel_diff", float("inf")) <= LOSS_TOLERANCE,
     }
 
@@ -518,8 +528,8 @@ def print_report(report: dict[str, Any]) -> None:
         print(
             f"target: default {target['speedup']:.2f}x faster than plain (want >= "
             f"{target['speedup_target']}: {'met' if target['speedup_met'] else 'NOT met'}; in "
-            f"CPU time {target['cpu_time_speedup']:.2f}x); peak memory "
-            f"{target['peak_memory_ratio']:.2f}x plain's; loss values agree: "
+            f"CPU time {_times(target['cpu_time_speedup'])}); peak memory "
+            f"{_times(target['peak_memory_ratio'])} plain's; loss values agree: "
             f"{'yes' if target['loss_agrees'] else 'NO'}"
         )
 
