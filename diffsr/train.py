@@ -162,7 +162,7 @@ def train(opt: dict[str, Any], opt_path: str) -> dict[str, Any]:
     current_iter = start_iter
     results: dict[str, Any] = {}
     epoch = sampler.seek(start_iter, opt["datasets"]["train"]["batch_size_per_gpu"])
-    data_time = time.time()
+    start_time = time.time()
     while current_iter < total_iter:
         for data in train_loader:
             current_iter += 1
@@ -193,7 +193,7 @@ def train(opt: dict[str, Any], opt_path: str) -> dict[str, Any]:
         results = validate(model, val_loaders, current_iter, tb_logger, metrics_log)
     if tb_logger is not None:
         tb_logger.close()
-    logger.info("Wall time %.1f s.", time.time() - data_time)
+    logger.info("Wall time %.1f s.", time.time() - start_time)
     return results
 
 

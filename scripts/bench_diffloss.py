@@ -62,6 +62,7 @@ from diffsr.losses import build_loss
 from diffsr.losses.prior_loss_core import PriorLoss, per_sample_distance
 from diffsr.models.loss_terms import as_output_list
 from diffsr.utils.benchmark import (
+    add_small_prior_arguments,
     available_cores,
     conv_flops_per_second,
     count_flops,
@@ -70,6 +71,7 @@ from diffsr.utils.benchmark import (
     peak_memory,
     run_in_fresh_process,
     saved_tensor_bytes,
+    small_prior_unet,
     time_runs,
 )
 from diffsr.utils.yaml_util import parse_scalar
@@ -107,12 +109,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     prior = parser.add_argument_group("prior (a preset, or a small UNet from the flags below)")
     prior.add_argument("--preset", help="a diffsr.diffusion preset, e.g. adm_256_uncond")
     prior.add_argument("--checkpoint", help="prior weights (default: random, seed 0)")
-    prior.add_argument("--channels", type=int, default=64, help="num_channels")
-    prior.add_argument("--mult", default="1,2,2,2", help="channel_mult")
-    prior.add_argument("--res-blocks", type=int, default=2, help="num_res_blocks")
+    add_small_prior_arguments(prior)
     prior.add_argument("--prior-size", type=int, default=64, help="image_size of the UNet")
-    prior.add_argument("--attention-res", default="16,8", help="attention_resolutions")
-    prior.add_argument("--head-channels", type=int, default=32, help="num_head_channels")
     step = parser.add_argument_group("training step")
     step.add_argument("--size", type=int, default=64, help="training patch height = width")
     step.add_argument("--batch", type=int, default=4)
@@ -159,19 +157,7 @@ def prior_options(args: argparse.Namespace, variant: str) -> dict[str, Any]:
     if args.preset:
         options: dict[str, Any] = {"preset": args.preset}
     else:
-        options = {
-            "unet": {
-                "image_size": args.prior_size,
-                "num_channels": args.channels,
-                "num_res_blocks": args.res_blocks,
-                "channel_mult": args.mult,
-                "attention_resolutions": args.attention_res,
-                "num_head_channels": args.head_channels,
-                "learn_sigma": True,
-                "use_scale_shift_norm": True,
-                "resblock_updown": True,
-            }
-        }
+        options = {"unet": small_prior_unet(args, args.prior_size)}
     if args.checkpoint:
         options["checkpoint"] = args.checkpoint
     return {**options, **PRIOR_VARIANTS[variant]}

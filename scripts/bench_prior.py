@@ -42,11 +42,13 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from diffsr.diffusion import DiffusionPrior
 from diffsr.utils.benchmark import (
+    add_small_prior_arguments,
     machine_info,
     matmul_flops_per_second,
     peak_memory,
     run_in_fresh_process,
     saved_tensor_bytes,
+    small_prior_unet,
     time_runs,
 )
 
@@ -64,11 +66,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", help="a diffsr.diffusion preset (else the small-config flags)")
-    parser.add_argument("--channels", type=int, default=64, help="num_channels of a custom UNet")
-    parser.add_argument("--mult", default="1,2,2,2", help="channel_mult of a custom UNet")
-    parser.add_argument("--res-blocks", type=int, default=2, help="num_res_blocks")
-    parser.add_argument("--attention-res", default="16,8", help="attention_resolutions")
-    parser.add_argument("--head-channels", type=int, default=32, help="num_head_channels")
+    add_small_prior_arguments(parser)
     parser.add_argument("--size", type=int, default=64, help="input height = width")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -84,18 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def prior_options(args: argparse.Namespace, variant: dict[str, Any]) -> dict[str, Any]:
     if args.preset:
         return {"preset": args.preset, **variant}
-    unet = {
-        "image_size": args.size,
-        "num_channels": args.channels,
-        "num_res_blocks": args.res_blocks,
-        "channel_mult": args.mult,
-        "attention_resolutions": args.attention_res,
-        "num_head_channels": args.head_channels,
-        "learn_sigma": True,
-        "use_scale_shift_norm": True,
-        "resblock_updown": True,
-    }
-    return {"unet": unet, **variant}
+    return {"unet": small_prior_unet(args, args.size), **variant}
 
 
 def measure_variant(args: argparse.Namespace, name: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ in the ``{'params', 'params_ema'}`` layout that :class:`diffsr.diffusion.Diffusi
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -36,16 +37,12 @@ class DiffusionPriorModel(RestorationModel):
     def feed_data(self, data: dict[str, Any]) -> None:
         key = "gt" if "gt" in data else "lq"
         self.x0 = data[key].to(self.device, non_blocking=True) * 2.0 - 1.0
-        self.lq = data.get("lq_path", data.get("gt_path"))
 
-    @property
+    @functools.cached_property
     def noise_schedule(self) -> DiffusionSchedule:
-        if not hasattr(self, "_schedule"):
-            diffusion = self.opt["diffusion"]
-            self._schedule = DiffusionSchedule(
-                diffusion["noise_schedule"], diffusion["diffusion_steps"]
-            ).to(self.device)
-        return self._schedule
+        diffusion = self.opt["diffusion"]
+        schedule = DiffusionSchedule(diffusion["noise_schedule"], diffusion["diffusion_steps"])
+        return schedule.to(self.device)
 
     def losses_at(
         self, net: torch.nn.Module, t: torch.Tensor, noise: torch.Tensor

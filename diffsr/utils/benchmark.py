@@ -7,6 +7,7 @@ ceilings, and running a measurement in a fresh process so that its peak RSS is i
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import multiprocessing
 import os
@@ -252,3 +253,27 @@ def run_in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
     if status == "error":
         raise RuntimeError(f"The benchmark subprocess for {fn.__name__} failed:\n{payload}")
     return payload
+
+
+def add_small_prior_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Flags of a small ADM UNet for CPU benchmarks (the issue's ~11M configuration by default)."""
+    parser.add_argument("--channels", type=int, default=64, help="num_channels")
+    parser.add_argument("--mult", default="1,2,2,2", help="channel_mult")
+    parser.add_argument("--res-blocks", type=int, default=2, help="num_res_blocks")
+    parser.add_argument("--attention-res", default="16,8", help="attention_resolutions")
+    parser.add_argument("--head-channels", type=int, default=32, help="num_head_channels")
+
+
+def small_prior_unet(args: argparse.Namespace, image_size: int) -> dict[str, Any]:
+    """``create_unet`` keywords from :func:`add_small_prior_arguments` flags (ADM's block style)."""
+    return {
+        "image_size": image_size,
+        "num_channels": args.channels,
+        "num_res_blocks": args.res_blocks,
+        "channel_mult": args.mult,
+        "attention_resolutions": args.attention_res,
+        "num_head_channels": args.head_channels,
+        "learn_sigma": True,
+        "use_scale_shift_norm": True,
+        "resblock_updown": True,
+    }

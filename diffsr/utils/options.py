@@ -309,7 +309,7 @@ def _check_section(spec: Section, value: Mapping, where: str) -> dict:
             out[key] = copy.deepcopy(sub.default)
         elif getattr(sub, "required", False):
             raise OptionError(f"missing required block {child!r}.")
-        elif isinstance(sub, Section) and key not in ("optim_d",):
+        elif isinstance(sub, Section):
             if any(isinstance(f, Key) and f.default is REQUIRED for f in sub.fields.values()):
                 continue  # optional section with required keys: absent means "not used"
             out[key] = _check_section(sub, {}, child)
