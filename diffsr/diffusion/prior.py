@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..utils.registry import check_kwargs
+from .grad_scaling import GradScaling, scaled_backward
 from .presets import get_preset
 from .schedule import NOISE_SCHEDULES, DiffusionSchedule
 from .unet import UNetConfig, UNetModel, reinit_zero_layers
@@ -56,6 +57,9 @@ class DiffusionPrior(nn.Module):
             math); same function.
         noise_schedule: ``linear`` or ``cosine``; default: the preset's, else ``linear``.
         diffusion_steps: number of timesteps T.
+        fp16_grad_scaling: with ``dtype: float16``, scale the gradient on its way through the
+            UNet by a power of two so that it does not underflow (see
+            :mod:`diffsr.diffusion.grad_scaling`); no effect with other dtypes.
     """
 
     def __init__(
@@ -69,6 +73,7 @@ class DiffusionPrior(nn.Module):
         attention: str = "sdpa",
         noise_schedule: str | None = None,
         diffusion_steps: int = 1000,
+        fp16_grad_scaling: bool = True,
     ) -> None:
         super().__init__()
         if preset is None and not unet:
@@ -90,6 +95,7 @@ class DiffusionPrior(nn.Module):
         self.checkpoint_path = checkpoint
         self.autocast_dtype = AUTOCAST_DTYPES[dtype]
         self.channels_last = channels_last
+        self.grad_scaling = GradScaling() if fp16_grad_scaling else None
         unet_options = {**(preset_info.unet if preset_info else {}), **(unet or {})}
         config = UNetConfig.from_options(unet_options, "diffusion prior 'unet'")
         if config.use_fp16:
@@ -189,20 +195,32 @@ class DiffusionPrior(nn.Module):
             raise ValueError("DiffusionPrior.forward: ask for eps, h or both.")
         if self.channels_last:
             x_t = x_t.contiguous(memory_format=torch.channels_last)
-        use_autocast = self.autocast_dtype != torch.float32
         out_dtype = torch.float64 if x_t.dtype == torch.float64 else torch.float32
-        with torch.autocast(x_t.device.type, dtype=self.autocast_dtype, enabled=use_autocast):
+
+        def run(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
             if need_eps:
-                out, h = self.unet(x_t, t, y=y, return_h=True)
-                eps = out[:, :3].to(out_dtype)
-            else:
-                eps, h = None, self.unet(x_t, t, y=y, h_only=True)
-        return eps, (h.to(out_dtype) if need_h else None)
+                out, h = self.unet(x, t, y=y, return_h=True)
+                return out[:, :3].to(out_dtype), h.to(out_dtype)
+            return (self.unet(x, t, y=y, h_only=True).to(out_dtype),)
+
+        use_autocast = self.autocast_dtype != torch.float32
+        scale_grads = (
+            self.autocast_dtype == torch.float16
+            and self.grad_scaling is not None
+            and torch.is_grad_enabled()
+            and x_t.requires_grad
+        )
+        with torch.autocast(x_t.device.type, dtype=self.autocast_dtype, enabled=use_autocast):
+            outputs = scaled_backward(run, x_t, self.grad_scaling) if scale_grads else run(x_t)
+        if not need_eps:
+            return None, outputs[0]
+        return outputs[0], (outputs[1] if need_h else None)
 
     def extra_repr(self) -> str:
         return (
             f"preset={self.preset!r}, checkpoint={self.checkpoint_path!r}, "
             f"dtype={self.autocast_dtype}, channels_last={self.channels_last}, "
+            f"fp16_grad_scaling={self.grad_scaling is not None}, "
             f"checkpoint_levels={self.unet.checkpoint_levels}, T={self.num_timesteps}, "
             f"schedule={self.schedule.noise_schedule!r}"
         )
