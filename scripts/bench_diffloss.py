@@ -13,7 +13,12 @@ a change of machine load hits them all alike:
   no_grad, frozen weights, sdpa attention, float32);
 - ``optimised``: default + bf16 autocast + channels_last;
 - ``optimised-ckpt``: optimised + activation checkpointing (in the default list on CUDA only);
-- ``channels-last``, ``bf16``: default + one of the two options (on request, ``--variants``).
+- ``ckpt``: default + activation checkpointing, still float32 (on request): the exact loss in
+  the least memory;
+- ``channels-last``, ``bf16``: default + one of the two options (on request, ``--variants``);
+- ``fp16``, ``fp16-ckpt``: default + float16 autocast with the prior's gradient scaling (about
+  8x finer rounding than bf16; in the default list on CUDA only: CPUs without float16 units
+  emulate it), and the same with checkpointing.
 
 Reported per variant: median seconds per step (after warm-up; CUDA synchronised) and median CPU
 time of the process per step (steadier than wall time on a busy machine), the ratio to
@@ -42,7 +47,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read once, when torch loa
 
 import argparse
 import gc
-import json
 import logging
 import statistics
 import sys
@@ -62,34 +66,40 @@ from diffsr.losses import build_loss
 from diffsr.losses.prior_loss_core import PriorLoss, per_sample_distance
 from diffsr.models.loss_terms import as_output_list
 from diffsr.utils.benchmark import (
-    add_small_prior_arguments,
+    add_prior_choice_arguments,
+    args_for_json,
     available_cores,
     conv_flops_per_second,
     count_flops,
     machine_info,
     matmul_flops_per_second,
     peak_memory,
+    prior_choice_options,
     run_in_fresh_process,
     saved_tensor_bytes,
-    small_prior_unet,
     time_runs,
+    write_json_report,
 )
 from diffsr.utils.yaml_util import parse_scalar
 
 # Prior options of each diffsr DiffLoss variant, on top of the architecture options.
 PRIOR_VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
+    "ckpt": {"checkpointing": True},
     "channels-last": {"channels_last": True},
     "bf16": {"dtype": "bfloat16"},
     "optimised": {"dtype": "bfloat16", "channels_last": True},
     "optimised-ckpt": {"dtype": "bfloat16", "channels_last": True, "checkpointing": True},
+    "fp16": {"dtype": "float16"},
+    "fp16-ckpt": {"dtype": "float16", "checkpointing": True},
 }
 VARIANTS = ("none", "plain", *PRIOR_VARIANTS)
 DEFAULT_VARIANTS = {
     "cpu": "none,plain,default,optimised",
-    "cuda": "none,plain,default,optimised,optimised-ckpt",
+    "cuda": "none,plain,default,ckpt,optimised,optimised-ckpt,fp16,fp16-ckpt",
 }
 TARGET_SPEEDUP = 2.5  # the issue's target for default over plain on the 2-core CPU
+TARGET_STEP_MEMORY = 20 * 2**30  # whole-step peak at the paper's setting: fits a 24 GB card
 LOSS_TOLERANCE = 1e-5  # relative; plain and default in float32 compute the same value
 
 
@@ -107,10 +117,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="network option, value in YAML (e.g. widths=[16,20,28]); repeatable",
     )
     prior = parser.add_argument_group("prior (a preset, or a small UNet from the flags below)")
-    prior.add_argument("--preset", help="a diffsr.diffusion preset, e.g. adm_256_uncond")
-    prior.add_argument("--checkpoint", help="prior weights (default: random, seed 0)")
-    add_small_prior_arguments(prior)
-    prior.add_argument("--prior-size", type=int, default=64, help="image_size of the UNet")
+    add_prior_choice_arguments(prior)
     step = parser.add_argument_group("training step")
     step.add_argument("--size", type=int, default=64, help="training patch height = width")
     step.add_argument("--batch", type=int, default=4)
@@ -154,13 +161,7 @@ def parse_arch_options(pairs: list[str]) -> dict[str, Any]:
 
 def prior_options(args: argparse.Namespace, variant: str) -> dict[str, Any]:
     """DiffusionPrior options of a DiffLoss variant."""
-    if args.preset:
-        options: dict[str, Any] = {"preset": args.preset}
-    else:
-        options = {"unet": small_prior_unet(args, args.prior_size)}
-    if args.checkpoint:
-        options["checkpoint"] = args.checkpoint
-    return {**options, **PRIOR_VARIANTS[variant]}
+    return {**prior_choice_options(args), **PRIOR_VARIANTS[variant]}
 
 
 class PlainDiffLoss:
@@ -260,7 +261,21 @@ def measure_memory(args: argparse.Namespace, variant: str) -> dict[str, Any]:
     step()  # optimizer state, library workspaces
     result = peak_memory(step, device)
     result["saved_for_backward_bytes"] = saved_tensor_bytes(lambda: step(backward=False))
+    result["resident_state_bytes"] = resident_state_bytes(step)
+    result["whole_step_peak_bytes"] = result["resident_state_bytes"] + result["peak_memory_bytes"]
     return result
+
+
+def resident_state_bytes(step: TrainingStep) -> int:
+    """Bytes of the tensors held between steps: network weights, optimizer state, the prior's
+    weights and buffers, and the batch (each storage counted once)."""
+    tensors = [*step.net.parameters(), step.lq, step.gt]
+    for state in step.optimizer.state.values():
+        tensors += [v for v in state.values() if isinstance(v, torch.Tensor)]
+    if step.diffloss is not None:
+        tensors += [*step.diffloss.prior.parameters(), *step.diffloss.prior.buffers()]
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+    return sum(storages.values())
 
 
 def time_interleaved(
@@ -324,16 +339,18 @@ def compute_dtype(variant: str) -> str:
     return PRIOR_VARIANTS.get(variant, {}).get("dtype", "float32")
 
 
-def measure_ceilings(device: torch.device) -> dict[str, float]:
-    """Ceiling FLOP/s in float32 and bfloat16: the faster of a large matmul and a 3x3
-    convolution. float32 may use TF32 on CUDA, as cuDNN convolutions do by default."""
+def measure_ceilings(device: torch.device, variants: list[str]) -> dict[str, float]:
+    """Ceiling FLOP/s in float32, bfloat16 and any other compute dtype of ``variants``: the
+    faster of a large matmul and a 3x3 convolution. float32 may use TF32 on CUDA, as cuDNN
+    convolutions do by default."""
     cuda = device.type == "cuda"
     matmul_size, conv_shape = (8192, (32, 512, 64)) if cuda else (1024, (4, 256, 16))
     precision = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("high")
     try:
         ceilings = {}
-        for name in ("float32", "bfloat16"):
+        names = dict.fromkeys(["float32", "bfloat16", *map(compute_dtype, variants)])
+        for name in names:
             dtype = getattr(torch, name)
             ceilings[name] = max(
                 matmul_flops_per_second(device, dtype, matmul_size),
@@ -389,6 +406,7 @@ TIME_COLUMNS: list[Column] = [
 ]
 COST_COLUMNS: list[Column] = [
     ("peak MiB", 9, "peak_memory_bytes", ".1f", 2**-20),
+    ("+state GiB", 11, "whole_step_peak_bytes", ".2f", 2**-30),
     ("saved MiB", 10, "saved_for_backward_bytes", ".1f", 2**-20),
     ("GFLOP", 8, "flops", ".2f", 1e-9),
     ("DL GFLOP", 9, "diffloss_flops", ".2f", 1e-9),
@@ -428,6 +446,21 @@ def target_summary(results: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     }
 
 
+def memory_summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The CUDA target at the paper's setting: the whole step (resident state + the step's
+    peak) under 20 GiB, per variant with DiffLoss."""
+    peaks = {
+        name: r["whole_step_peak_bytes"]
+        for name, r in results.items()
+        if name != "none" and "whole_step_peak_bytes" in r
+    }
+    return {
+        "whole_step_target_bytes": TARGET_STEP_MEMORY,
+        "whole_step_peak_bytes": peaks,
+        "under_target": {name: peak < TARGET_STEP_MEMORY for name, peak in peaks.items()},
+    }
+
+
 def measure_memory_of_variants(
     args: argparse.Namespace, device: torch.device
 ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
@@ -462,7 +495,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         results[name] = {**memory[name], **checks.get(name, {}), "flops": count_flops(step)}
     for name, timing in time_interleaved(steps, device, args.warmup, args.repeats).items():
         results[name].update(timing)
-    ceilings = measure_ceilings(device)
+    ceilings = measure_ceilings(device, list(steps))
     add_derived(results, ceilings)
 
     machine = machine_info(device)
@@ -470,7 +503,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     first = next(iter(steps.values()))
     priors = [s.diffloss.prior for s in steps.values() if s.diffloss is not None]
     return {
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "args": args_for_json(args),
         "machine": machine,
         "network_parameters": sum(p.numel() for p in first.net.parameters()),
         "prior_parameters": sum(p.numel() for p in priors[0].parameters()) if priors else 0,
@@ -478,6 +511,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "results": results,
         "skipped": skipped,
         "target": target_summary(results),
+        "memory_target": memory_summary(results),
     }
 
 
@@ -502,8 +536,9 @@ def print_report(report: dict[str, Any]) -> None:
     )
     methods = {r["memory_method"] for r in report["results"].values()}
     print(
-        f"ceilings (matmul or conv): float32 {ceilings['float32'] / 1e12:.3f}, bfloat16 "
-        f"{ceilings['bfloat16'] / 1e12:.3f} TFLOP/s; memory: {'; '.join(sorted(methods))}"
+        "ceilings (matmul or conv): "
+        + ", ".join(f"{name} {value / 1e12:.3f}" for name, value in ceilings.items())
+        + f" TFLOP/s; memory: {'; '.join(sorted(methods))}"
     )
     print_table(report["results"], TIME_COLUMNS)
     print_table(report["results"], COST_COLUMNS)
@@ -518,6 +553,16 @@ def print_report(report: dict[str, Any]) -> None:
             f"{_times(target['peak_memory_ratio'])} plain's; loss values agree: "
             f"{'yes' if target['loss_agrees'] else 'NO'}"
         )
+    memory = report["memory_target"]
+    if memory["whole_step_peak_bytes"]:
+        verdicts = ", ".join(
+            f"{name} {peak / 2**30:.2f} GiB ({'under' if memory['under_target'][name] else 'OVER'})"
+            for name, peak in memory["whole_step_peak_bytes"].items()
+        )
+        print(
+            f"whole step (weights, optimizer state, batch + the step's peak) against "
+            f"{memory['whole_step_target_bytes'] / 2**30:.0f} GiB: {verdicts}"
+        )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -530,9 +575,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = run_benchmark(args)
     print_report(report)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
-        print(f"wrote {args.json}")
+        write_json_report(args.json, report)
     return report
 
 

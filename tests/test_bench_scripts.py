@@ -91,15 +91,15 @@ def test_bench_diffloss_tiny_run(tmp_path):
     out = tmp_path / "bench.json"
     shape = ["--prior-size", str(size), "--size", str(size), "--batch", str(batch)]
     run = ["--repeats", "1", "--warmup", "0", "--no-isolate", "--threads", "2"]
-    variants = ["--variants", "none,plain,default,optimised", "--json", str(out)]
+    variants = ["--variants", "none,plain,default,ckpt,optimised", "--json", str(out)]
     script.main([*TINY_PRIOR_FLAGS, *shape, *run, *variants])
     report = json.loads(out.read_text())
     results = report["results"]
-    assert list(results) == ["none", "plain", "default", "optimised"]
+    assert list(results) == ["none", "plain", "default", "ckpt", "optimised"]
     for r in results.values():
         assert all(key in r for key in STEP_KEYS)
         assert r["step_s"] > 0 and len(r["runs_s"]) == 1
-    for name in ("plain", "default", "optimised"):
+    for name in ("plain", "default", "ckpt", "optimised"):
         assert all(key in results[name] for key in DIFFLOSS_KEYS)
     assert set(report["ceilings_flops_per_second"]) == {"float32", "bfloat16"}
     assert report["machine"]["torch"] == torch.__version__
@@ -109,7 +109,34 @@ def test_bench_diffloss_tiny_run(tmp_path):
     assert results["plain"]["loss_rel_diff"] <= 1e-5
     assert results["plain"]["grad_rel_diff"] <= 1e-4
     assert results["default"]["loss_rel_diff"] == 0.0
+    # Checkpointing recomputes the same float32 function: same loss, fewer saved bytes, more work.
+    assert results["ckpt"]["loss_rel_diff"] <= 1e-6
+    assert results["ckpt"]["grad_rel_diff"] <= 1e-5
+    assert (
+        results["ckpt"]["saved_for_backward_bytes"] < results["default"]["saved_for_backward_bytes"]
+    )
+    assert results["ckpt"]["diffloss_flops"] > results["default"]["diffloss_flops"]
     assert report["target"]["loss_agrees"] is True
+
+    # Resident state, counted from the parts: AODNet's weights with Adam's two moments and a
+    # step counter per tensor, the batch, and for DiffLoss the prior's weights and buffers.
+    aodnet = sum(c_in * c_out * k * k + c_out for c_in, c_out, k in AODNET_CONVS)
+    batch_bytes = 2 * 4 * batch * 3 * size * size
+    none_state = 4 * 3 * aodnet + 4 * 2 * len(AODNET_CONVS) + batch_bytes
+    assert results["none"]["resident_state_bytes"] == none_state
+    prior = script.build_loss(
+        {
+            "type": "DiffLoss",
+            "prior": script.prior_options(
+                script.parse_args([*TINY_PRIOR_FLAGS, *shape]), "default"
+            ),
+        }
+    ).prior
+    prior_bytes = sum(t.numel() * t.element_size() for t in [*prior.parameters(), *prior.buffers()])
+    assert results["default"]["resident_state_bytes"] == none_state + prior_bytes
+    for r in results.values():
+        assert r["whole_step_peak_bytes"] == r["resident_state_bytes"] + r["peak_memory_bytes"]
+    assert set(report["memory_target"]["under_target"]) == {"plain", "default", "ckpt", "optimised"}
 
     # The step without DiffLoss is AODNet alone: forward, weight gradients and input
     # gradients of every convolution but the first (its input needs none).
@@ -156,3 +183,59 @@ def test_bench_prior_tiny_run(tmp_path):
     extra = checkpointed["flops_fwd_bwd"] - legacy["flops_fwd_bwd"]
     assert 0.5 * legacy["flops_forward"] < extra <= legacy["flops_forward"]
     assert checkpointed["saved_for_backward_bytes"] < legacy["saved_for_backward_bytes"]
+
+
+# -- bench_precision.py ---------------------------------------------------------------------------
+def test_bench_precision_tiny_run(tmp_path):
+    script = load_script("bench_precision")
+    out = tmp_path / "precision.json"
+    shape = ["--prior-size", "16", "--size", "16", "--batch", "2", "--draws", "2"]
+    dtypes = ("float32", "bfloat16", "float16", "float16-unscaled")
+    run = ["--dtypes", ",".join(dtypes), "--sigmas", "0.2,0.002", "--json", str(out)]
+    script.main([*TINY_PRIOR_FLAGS, *shape, *run])
+    rows = {(r["dtype"], r["sigma"]): r for r in json.loads(out.read_text())["results"]}
+    assert set(rows) == {(d, s) for d in dtypes for s in (0.2, 0.002)}
+
+    # float32 against itself: the draws of t and noise are shared, so everything agrees exactly.
+    for sigma in (0.2, 0.002):
+        same = rows["float32", sigma]
+        assert same["nat_ratio"] == 1.0 and same["sem_ratio"] == 1.0
+        assert same["grad_nat_rel_diff"] == 0.0 and same["grad_total_rel_diff"] == 0.0
+    # The float32 L_nat is the registered NaturalnessLoss with the same seed, averaged over draws.
+    clear_shared_priors()
+    prior = {"unet": benchmark.small_prior_unet(script.parse_args(TINY_PRIOR_FLAGS), 16)}
+    prior["channels_last"] = True
+    loss = script.build_loss({"type": "NaturalnessLoss", "prior": prior})
+    clean = script.clean_images(script.parse_args([*shape]))
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(1000))
+    values = []
+    for draw in range(2):
+        torch.manual_seed(draw)
+        values.append(loss(clean + 0.2 * noise, clean).item())
+    assert rows["float32", 0.2]["nat_float32"] == pytest.approx(sum(values) / 2, rel=1e-6)
+
+    # bf16 rounding: close to float32 when the images differ a lot, a floor when they are close.
+    far, near = rows["bfloat16", 0.2], rows["bfloat16", 0.002]
+    assert 0.8 < far["nat_ratio"] < 1.25
+    assert near["grad_nat_rel_diff"] > far["grad_nat_rel_diff"]
+    assert near["nat_ratio"] > far["nat_ratio"]
+    # float16's finer rounding, once its backward no longer underflows, beats bf16's.
+    for sigma in (0.2, 0.002):
+        fp16, unscaled = rows["float16", sigma], rows["float16-unscaled", sigma]
+        assert fp16["grad_nat_rel_diff"] < unscaled["grad_nat_rel_diff"]
+        assert fp16["grad_nat_rel_diff"] < rows["bfloat16", sigma]["grad_nat_rel_diff"]
+
+
+def test_bench_precision_reads_the_prior_of_an_option_file(tmp_path):
+    script = load_script("bench_precision")
+    prior = script.prior_from_option_file(REPO / "options/demo/dehaze_demo_diffloss.yml")
+    assert prior["checkpoint"] == "experiments/pretrained_models/demo_prior_64.pth"
+    assert prior["unet"]["num_channels"] == 32
+    plain = tmp_path / "l2.yml"
+    plain.write_text("train:\n  pixel_opt: {type: MSELoss, loss_weight: 1}\n")
+    with pytest.raises(SystemExit, match="no loss block of type DiffLoss"):
+        script.prior_from_option_file(plain)
+    with pytest.raises(SystemExit, match="no such file"):
+        script.prior_from_option_file(tmp_path / "missing.yml")
+    with pytest.raises(SystemExit):
+        script.parse_args(["--dtypes", "float8"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import multiprocessing
 import os
 import platform
@@ -24,19 +25,27 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from .file_util import atomic_write_text
+
 __all__ = [
+    "add_prior_choice_arguments",
+    "add_small_prior_arguments",
+    "args_for_json",
     "available_cores",
     "conv_flops_per_second",
     "count_flops",
     "machine_info",
     "matmul_flops_per_second",
     "peak_memory",
+    "prior_choice_options",
     "reset_peak_rss",
     "rss_kib",
     "run_in_fresh_process",
     "saved_tensor_bytes",
+    "small_prior_unet",
     "synchronize",
     "time_runs",
+    "write_json_report",
 ]
 
 # glibc returns freed blocks at least this large to the OS at once (see run_in_fresh_process).
@@ -255,6 +264,17 @@ def run_in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
     return payload
 
 
+def args_for_json(args: argparse.Namespace) -> dict[str, Any]:
+    """The parsed command line as JSON-ready values (paths as strings)."""
+    return {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in vars(args).items()}
+
+
+def write_json_report(path: str | os.PathLike, report: dict[str, Any]) -> None:
+    """Write a benchmark report as indented JSON, atomically (folders created as needed)."""
+    atomic_write_text(path, json.dumps(report, indent=2))
+    print(f"wrote {path}")
+
+
 def add_small_prior_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """Flags of a small ADM UNet for CPU benchmarks (the issue's ~11M configuration by default)."""
     parser.add_argument("--channels", type=int, default=64, help="num_channels")
@@ -277,3 +297,23 @@ def small_prior_unet(args: argparse.Namespace, image_size: int) -> dict[str, Any
         "use_scale_shift_norm": True,
         "resblock_updown": True,
     }
+
+
+def add_prior_choice_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--preset``/``--checkpoint``, or a small UNet (:func:`add_small_prior_arguments`) of
+    ``--prior-size``; read back with :func:`prior_choice_options`."""
+    parser.add_argument("--preset", help="a diffsr.diffusion preset, e.g. adm_256_uncond")
+    parser.add_argument("--checkpoint", help="prior weights (default: random, seed 0)")
+    add_small_prior_arguments(parser)
+    parser.add_argument("--prior-size", type=int, default=64, help="image_size of the UNet")
+
+
+def prior_choice_options(args: argparse.Namespace) -> dict[str, Any]:
+    """DiffusionPrior options (``preset`` or ``unet``, and ``checkpoint``) from those flags."""
+    if args.preset:
+        options: dict[str, Any] = {"preset": args.preset}
+    else:
+        options = {"unet": small_prior_unet(args, args.prior_size)}
+    if args.checkpoint:
+        options["checkpoint"] = args.checkpoint
+    return options
