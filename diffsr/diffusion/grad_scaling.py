@@ -11,7 +11,9 @@ the range moves.
 S is chosen in each backward from the gradients that arrive: the largest magnitude is brought
 to ``2 ** target_exponent``. If the float16 backward still overflows (a non-finite input
 gradient), that gradient is replaced by zeros, a warning is logged and ``target_exponent`` is
-lowered for the following calls, as ``torch.amp.GradScaler`` backs off.
+lowered for the following calls, as ``torch.amp.GradScaler`` backs off. Choosing S and checking
+for overflow each read a number back from the device: two synchronisations per backward on
+CUDA, milliseconds against a DiffLoss step of tens.
 """
 
 from __future__ import annotations
