@@ -237,6 +237,37 @@ def test_training_with_diffloss_logs_terms_and_leaves_the_prior_untouched(tmp_pa
     assert not prior_keys & set(saved["params"]) and not prior_keys & set(saved["params_ema"])
 
 
+@pytest.mark.parametrize("amp", [False, True], ids=["float32-net", "amp-float16-net"])
+def test_training_with_a_float16_prior(tmp_path: Path, amp: bool):
+    # The prior's own gradient scaling next to the trainer's (AMP with a GradScaler): both
+    # runs train, with finite losses and no overflow in the prior's float16 backward.
+    opt = train_options(tmp_path, total_iter=3, amp=amp, amp_dtype="float16")
+    prior = {**copy.deepcopy(PRIOR), "dtype": "float16"}
+    opt["train"]["diffloss_opt"] = {"type": "DiffLoss", "loss_weight": 0.1, "prior": prior}
+    from diffsr.diffusion import get_shared_prior
+
+    shared = get_shared_prior({**copy.deepcopy(prior), "channels_last": True}, "cpu")  # its key
+    scales: list[float] = []
+    choose_scale = shared.grad_scaling.choose_scale
+    shared.grad_scaling.choose_scale = lambda grads: (
+        scales.append(choose_scale(grads)) or scales[-1]
+    )
+    assert train_main(["-opt", str(write_options(tmp_path / "opt.yml", opt))]) == 0
+    # The training used this prior and scaled each of its three backwards by a power of two:
+    # a large one for DiffLoss's tiny gradients, a small one when the trainer's GradScaler
+    # (x 65536) has amplified them already.
+    exponents = np.log2(scales)
+    assert len(scales) == 3 and np.array_equal(exponents, np.round(exponents)), scales
+    assert (exponents.max() <= 8) if amp else (exponents.min() >= 12), scales
+    records = [
+        r
+        for r in read_jsonl(Path(opt["path"]["experiments_root"]) / "metrics.jsonl")
+        if "l_total" in r
+    ]
+    assert records and all(np.isfinite(r["l_diffloss"]) and r["l_diffloss"] > 0 for r in records)
+    assert shared.grad_scaling.overflows == 0
+
+
 def test_missing_prior_checkpoint_fails_before_data_is_loaded(tmp_path: Path, capsys):
     opt = train_options(tmp_path, total_iter=1)
     opt["datasets"]["train"]["dataroot_lq"] = str(tmp_path / "no_such_folder")
