@@ -86,6 +86,17 @@ def test_float16_overflow_gives_zero_gradient_a_warning_and_a_lower_target(caplo
     assert scaling.overflows == 1
 
 
+def test_a_non_finite_gradient_from_upstream_passes_through_untouched():
+    # The trainer's GradScaler must see its own overflow: it is not zeroed or counted here.
+    x = torch.ones(2, 3, requires_grad=True)
+    scaling = GradScaling()
+    (out,) = scaled_backward(lambda v: (v * 2.0,), x, scaling)
+    upstream = torch.tensor([[1.0, float("inf"), 1.0], [1.0, 1.0, 1.0]])
+    grad = torch.autograd.grad(out, x, grad_outputs=upstream)[0]
+    assert torch.isinf(grad[0, 1]) and grad[0, 0] == 2.0
+    assert scaling.overflows == 0 and scaling.target_exponent == 0
+
+
 def _input_grad(prior: DiffusionPrior, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     xi = x.clone().requires_grad_()
     eps, h = prior(xi, t, need_h=True)

@@ -11,9 +11,10 @@ the range moves.
 S is chosen in each backward from the gradients that arrive: the largest magnitude is brought
 to ``2 ** target_exponent``. If the float16 backward still overflows (a non-finite input
 gradient), that gradient is replaced by zeros, a warning is logged and ``target_exponent`` is
-lowered for the following calls, as ``torch.amp.GradScaler`` backs off. Choosing S and checking
-for overflow each read a number back from the device: two synchronisations per backward on
-CUDA, milliseconds against a DiffLoss step of tens.
+lowered for the following calls, as ``torch.amp.GradScaler`` backs off. A non-finite gradient
+that arrives from upstream passes through untouched, so that the trainer's GradScaler sees it.
+Choosing S and the two finiteness checks read numbers back from the device: a few
+synchronisations per backward on CUDA, milliseconds against a DiffLoss step of tens.
 """
 
 from __future__ import annotations
@@ -40,8 +41,11 @@ class GradScaling:
     overflows: int = 0
 
     def choose_scale(self, grads: list[torch.Tensor]) -> float:
-        """The power of two that brings the largest |g| to ``2 ** target_exponent``."""
-        largest = max((g.detach().abs().max().item() for g in grads), default=0.0)
+        """The power of two that brings the largest |g| to ``2 ** target_exponent`` (1 when
+        the gradients are all zero or not finite)."""
+        if not grads:
+            return 1.0
+        largest = torch.stack([g.detach().abs().amax().float() for g in grads]).amax().item()
         if not math.isfinite(largest) or largest == 0.0:
             return 1.0
         return 2.0 ** (self.target_exponent - math.ceil(math.log2(largest)))
@@ -65,6 +69,7 @@ class _Link:
     def __init__(self, scaling: GradScaling) -> None:
         self.scaling = scaling
         self.scale = 1.0
+        self.incoming_finite = True
 
 
 class _ScaleOutputGrads(torch.autograd.Function):
@@ -76,7 +81,9 @@ class _ScaleOutputGrads(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
         link = ctx.link
-        link.scale = link.scaling.choose_scale([g for g in grads if g is not None])
+        present = [g for g in grads if g is not None]
+        link.scale = link.scaling.choose_scale(present)
+        link.incoming_finite = all(bool(torch.isfinite(g).all()) for g in present)
         return (None, *(None if g is None else g * link.scale for g in grads))
 
 
@@ -90,7 +97,9 @@ class _UnscaleInputGrad(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
         link = ctx.link
         grad = grad / link.scale
-        if not torch.isfinite(grad).all():
+        # An overflow of this backward is handled here. A non-finite gradient that arrived from
+        # upstream (say, the trainer's GradScaler overflowed) passes through, for it to see.
+        if link.incoming_finite and not torch.isfinite(grad).all():
             link.scaling.record_overflow(link.scale)
             grad = torch.zeros_like(grad)
         return None, grad
