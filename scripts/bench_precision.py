@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from diffsr.data.cub_dataset import center_crop
 from diffsr.data.file_client import list_image_files
 from diffsr.losses import build_loss
 from diffsr.utils.benchmark import (
@@ -138,12 +139,10 @@ def clean_images(args: argparse.Namespace) -> torch.Tensor:
         )
     images = []
     for path in paths:
-        img = img2tensor(imread(path))
-        height, width = img.shape[-2:]
-        if min(height, width) < args.size:
-            raise SystemExit(f"{path}: {height}x{width} is smaller than --size {args.size}.")
-        top, left = (height - args.size) // 2, (width - args.size) // 2
-        images.append(img[:, top : top + args.size, left : left + args.size])
+        try:
+            images.append(img2tensor(center_crop(imread(path), args.size)))
+        except ValueError as error:
+            raise SystemExit(f"{path}: {error}") from None
     return torch.stack(images)
 
 

@@ -249,8 +249,8 @@ def test_training_with_a_float16_prior(tmp_path: Path, amp: bool):
     shared = get_shared_prior({**copy.deepcopy(prior), "channels_last": True}, "cpu")  # its key
     scales: list[float] = []
     choose_scale = shared.grad_scaling.choose_scale
-    shared.grad_scaling.choose_scale = lambda grads: (
-        scales.append(choose_scale(grads)) or scales[-1]
+    shared.grad_scaling.choose_scale = lambda largest: (
+        scales.append(choose_scale(largest)) or scales[-1]
     )
     assert train_main(["-opt", str(write_options(tmp_path / "opt.yml", opt))]) == 0
     # The training used this prior and scaled each of its three backwards by a power of two:

@@ -95,7 +95,8 @@ class DiffusionPrior(nn.Module):
         self.checkpoint_path = checkpoint
         self.autocast_dtype = AUTOCAST_DTYPES[dtype]
         self.channels_last = channels_last
-        self.grad_scaling = GradScaling() if fp16_grad_scaling else None
+        use_scaling = fp16_grad_scaling and self.autocast_dtype == torch.float16
+        self.grad_scaling = GradScaling() if use_scaling else None
         unet_options = {**(preset_info.unet if preset_info else {}), **(unet or {})}
         config = UNetConfig.from_options(unet_options, "diffusion prior 'unet'")
         if config.use_fp16:
@@ -205,10 +206,7 @@ class DiffusionPrior(nn.Module):
 
         use_autocast = self.autocast_dtype != torch.float32
         scale_grads = (
-            self.autocast_dtype == torch.float16
-            and self.grad_scaling is not None
-            and torch.is_grad_enabled()
-            and x_t.requires_grad
+            self.grad_scaling is not None and torch.is_grad_enabled() and x_t.requires_grad
         )
         with torch.autocast(x_t.device.type, dtype=self.autocast_dtype, enabled=use_autocast):
             outputs = scaled_backward(run, x_t, self.grad_scaling) if scale_grads else run(x_t)
@@ -220,7 +218,7 @@ class DiffusionPrior(nn.Module):
         return (
             f"preset={self.preset!r}, checkpoint={self.checkpoint_path!r}, "
             f"dtype={self.autocast_dtype}, channels_last={self.channels_last}, "
-            f"fp16_grad_scaling={self.grad_scaling is not None}, "
+            f"grad_scaling={self.grad_scaling is not None}, "
             f"checkpoint_levels={self.unet.checkpoint_levels}, T={self.num_timesteps}, "
             f"schedule={self.schedule.noise_schedule!r}"
         )
