@@ -49,6 +49,7 @@ from tqdm import tqdm
 
 from diffsr.data import build_dataloader, build_dataset
 from diffsr.data.cub_dataset import CUBDataset
+from diffsr.models.safe_load import read_training_state
 from diffsr.utils.file_util import atomic_torch_save, mkdirs
 from diffsr.utils.logger import get_root_logger
 from diffsr.utils.misc import get_rng_state, resolve_device, set_rng_state
@@ -216,7 +217,7 @@ def description(block: dict, args: argparse.Namespace, class_names: list[str]) -
 
 
 def load_last(path: Path, block: dict) -> dict[str, Any]:
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = read_training_state(path)  # weights_only, numpy RNG states allowed
     if state.get("meta", {}).get("arch") != block:
         raise TrainError(
             f"{path} was trained as {state.get('meta', {}).get('arch')}, not {block}; use the same "

@@ -27,7 +27,14 @@ RELEASED_PARAMS = {
 # of the shared 3 x 32 x 9 x 9 rain kernels, an M-net (4 residual blocks of two 32-channel
 # 3x3 convs + BN, plus 32 thresholds) and one step size. Compare with what it does use.
 UNUSED_RCDNET = 15 * 3 * 32 * 9 * 9 + (4 * 2 * (32 * 32 * 9 + 32 + 2 * 32) + 32) + 1
-REFERENCE_PARAMS = {**RELEASED_PARAMS, "RCDNet": RELEASED_PARAMS["RCDNet"] - UNUSED_RCDNET}
+# The released DeepLPF allocates three 1x1 convs (16/32/64 -> 64) and a 16 -> 64 double conv
+# in its U-Net that its forward never uses; diffsr's converter drops them.
+UNUSED_DEEPLPF = (16 + 32 + 64) * 64 + 3 * 64 + (16 * 64 * 9 + 64) + (64 * 64 * 9 + 64)
+REFERENCE_PARAMS = {
+    **RELEASED_PARAMS,
+    "RCDNet": RELEASED_PARAMS["RCDNet"] - UNUSED_RCDNET,
+    "DeepLPF": RELEASED_PARAMS["DeepLPF"] - UNUSED_DEEPLPF,
+}
 
 SMALL = {
     "RCDNet": dict(
@@ -130,59 +137,134 @@ def test_pixelwise_filter_with_constant_kernels_is_a_dilated_convolution():
         torch.testing.assert_close(actual, expected)
 
 
-def inverse_unit_tanh(value: float) -> float:
-    return math.atanh(2 * value - 1)
+def unit_tanh(x: float) -> float:
+    return 0.5 * (math.tanh(x) + 1)
+
+
+# The release's cubic coefficients, in the order of its model.py: x^3, x^2 y, x^2 i, x^2, ...
+RELEASE_CUBIC_ORDER = [
+    (3, 0, 0), (2, 1, 0), (2, 0, 1), (2, 0, 0), (1, 2, 0), (1, 1, 1), (1, 1, 0), (1, 0, 2),
+    (1, 0, 1), (1, 0, 0), (0, 3, 0), (0, 2, 1), (0, 2, 0), (0, 1, 2), (0, 1, 1), (0, 1, 0),
+    (0, 0, 3), (0, 0, 2), (0, 0, 1), (0, 0, 0),
+]  # fmt: skip
 
 
 def test_cubic_filter_matches_the_monomial_expansion():
-    image = torch.rand(1, 3, 5, 6, dtype=torch.float64) * 0.5
-    coefficients = torch.randn(1, 3, 20, dtype=torch.float64) * 0.05
-    exponents = [e for e in itertools.product(range(4), repeat=3) if sum(e) <= 3]
+    image = torch.rand(2, 3, 5, 6, dtype=torch.float64) * 0.5
+    coefficients = torch.randn(2, 3, 20, dtype=torch.float64) * 0.05
     rows = np.arange(5)[:, None] / 5
     cols = np.arange(6)[None, :] / 6
-    img = image.numpy()[0]
+    img = image.numpy()
     expected = img.copy()
-    for channel in range(3):
-        for k, (a, b, c) in enumerate(exponents):
-            expected[channel] += (
-                coefficients[0, channel, k].item() * rows**a * cols**b * img[channel] ** c
-            )
+    for b, channel in itertools.product(range(2), range(3)):
+        for k, (p, q, r) in enumerate(RELEASE_CUBIC_ORDER):
+            term = coefficients[b, channel, k].item() * rows**p * cols**q * img[b, channel] ** r
+            expected[b, channel] += term
     torch.testing.assert_close(
-        cubic_filter(image, coefficients)[0], torch.from_numpy(expected.clip(0, 1))
+        cubic_filter(image, coefficients), torch.from_numpy(expected.clip(0, 1))
     )
 
 
-def test_elliptical_scale_is_s_at_the_centre_and_one_outside():
-    # Ellipse centred at (0.5, 0.5), semi-axes 0.25 (rotated to the column axis) and 0.125.
-    scales = (1.5, 0.5, 1.0)
-    raw = [inverse_unit_tanh(v) for v in (0.5, 0.5, 0.25, 0.125, 0.5)]
-    raw += [inverse_unit_tanh(s / 2) for s in scales]
-    params = torch.tensor(raw, dtype=torch.float64).view(1, 1, 8)
-    scale = elliptical_scale_map(params, 64, 64)[0]
-    torch.testing.assert_close(
-        scale[:, 32, 32], torch.tensor(scales, dtype=torch.float64), atol=1e-3, rtol=0
-    )
-    # Half way to the boundary along the (rotated) major axis: halfway between s and 1.
-    torch.testing.assert_close(
-        scale[0, 32, 40], torch.tensor(1.25, dtype=torch.float64), atol=1e-3, rtol=0
-    )
-    # Inside the major axis' extent along columns, outside along rows (minor axis 0.125).
-    assert torch.all(scale[:, 32 - 12, 32] == 1) and torch.all(scale[:, 5, 5] == 1)
+def release_graduated_pixel(g: list[float], x: float, y: float, channel: int) -> float:
+    """The release's graduated scale (3 filters, outputs ``g``) at row x, column y, by its
+    formulas in plain Python (model.py, GraduatedFilter)."""
+    product = 1.0
+    for f in range(3):
+        inverted = g[f] > 0
+        slope = g[3 + f]
+        top = min(max(unit_tanh(g[9 + f]), unit_tanh(g[6 + f]) + 1e-10), 1.0)
+        bottom = min(max(unit_tanh(g[12 + f]), 0.0), top)
+        s = 2 * unit_tanh(g[15 + 3 * f + channel])
+        d1 = unit_tanh(top * math.cos(math.atan(slope)))
+        d2 = unit_tanh(bottom * math.cos(math.atan(slope)))
+        line = unit_tanh(y - (slope * x + top + d1))
+        if s >= 1:
+            diff = (s - 1) / 2 + 1
+            if inverted:
+                value = s + (diff - s) / d1 * line + (1 - diff) / d2 * line
+            else:
+                value = 1 + (diff - s) / d1 * line + (s - diff) / d2 * line
+            value = min(max(value, 1.0), 2.0)
+        else:
+            diff = (1 - s) / 2 + s
+            if inverted:
+                value = s + (diff - s) / d1 * line + (1 - diff) / d2 * line
+            else:
+                value = 1 + (diff - 1) / d1 * line + (s - diff) / d2 * line
+            value = min(max(value, 0.0), 1.0)
+        product *= value
+    return min(max(product, 0.0), 2.0)
 
 
-def test_graduated_scale_ramps_across_the_lines():
-    # Horizontal central line at column 0.5 (slope 0), top and bottom lines 0.25 away.
-    raw = [1.0, 0.0] + [inverse_unit_tanh(v) for v in (0.5, 0.25, 0.25)]
-    raw += [inverse_unit_tanh(s / 2) for s in (1.8, 0.4, 1.0)]
-    params = torch.tensor(raw, dtype=torch.float64).view(1, 1, 8)
-    scale = graduated_scale_map(params, 8, 64)[0]
-    expected_top = torch.tensor([1.8, 0.4, 1.0], dtype=torch.float64)
-    torch.testing.assert_close(scale[:, 3, 60], expected_top)  # column 60/64 beyond the top line
-    torch.testing.assert_close(scale[:, 3, 8], torch.ones(3, dtype=torch.float64))
-    torch.testing.assert_close(scale[:, 3, 32], (expected_top + 1) / 2)  # on the central line
-    params[0, 0, 0] = -1.0  # inverted: the full effect moves to the other side
-    inverted = graduated_scale_map(params, 8, 64)[0]
-    torch.testing.assert_close(inverted[:, 3, 8], expected_top)
+def release_elliptical_pixel(g: list[float], x: float, y: float, channel: int) -> float:
+    """The release's elliptical scale (3 filters, outputs ``g``) at row x, column y, by its
+    formulas in plain Python (model.py, EllipticalFilter; the second ellipse's blue channel
+    uses the third ellipse's b)."""
+    product = 1.0
+    for f in range(3):
+        h, k = unit_tanh(g[f]) + 1e-10, unit_tanh(g[3 + f]) + 1e-10
+        a, b = unit_tanh(g[6 + f]) + 1e-10, unit_tanh(g[9 + f]) + 1e-10
+        b_channel = unit_tanh(g[11]) + 1e-10 if (f, channel) == (1, 2) else b
+        rotation = unit_tanh(g[12 + f]) * math.pi + 1e-10
+        s = unit_tanh(g[15 + 3 * f + channel]) * 2 + 1e-10
+        dx, dy = x - h, y - k
+        cosine = min(max(dy / math.sqrt(dx * dx + dy * dy + 1e-10), -1 + 1e-7), 1 - 1e-7)
+        theta = math.acos(cosine) - rotation
+        radius = (
+            a * b / math.sqrt(a**2 * math.sin(theta) ** 2 + b**2 * math.cos(theta) ** 2 + 1e-10)
+        )
+        part1 = (dx * math.cos(theta) + dy * math.sin(theta)) ** 2 / a**2
+        part2 = (dx * math.sin(theta) - dy * math.cos(theta)) ** 2 / b_channel**2
+        value = 1.0
+        if part1 + part2 < 1:
+            value = math.sqrt(dx * dx + dy * dy + 1e-7) * (1 - s) / radius + s
+        product *= min(max(value, 0.0), 2.0)
+    return min(max(product, 0.0), 2.0)
+
+
+def random_filter_outputs() -> torch.Tensor:
+    """12 x 24 raw head outputs for 3 filters, half of the rows spread wider (std 3)."""
+    gen = torch.Generator().manual_seed(0)
+    spread = torch.tensor([1.0, 3.0], dtype=torch.float64).repeat(6)[:, None]
+    return torch.randn(12, 24, generator=gen, dtype=torch.float64) * spread
+
+
+@pytest.mark.parametrize(
+    "scale_map, release_pixel",
+    [
+        (graduated_scale_map, release_graduated_pixel),
+        (elliptical_scale_map, release_elliptical_pixel),
+    ],
+    ids=["graduated", "elliptical"],
+)
+def test_filter_scale_maps_match_the_release_formulas(scale_map, release_pixel):
+    height, width = 7, 9
+    params = random_filter_outputs()
+    maps = scale_map(params, height, width, 3)
+    assert maps.shape == (12, 3, height, width)
+    expected = torch.tensor(
+        [
+            [
+                [
+                    [release_pixel(g, i / height, j / width, c) for j in range(width)]
+                    for i in range(height)
+                ]
+                for c in range(3)
+            ]
+            for g in params.tolist()
+        ],
+        dtype=torch.float64,
+    )
+    torch.testing.assert_close(maps, expected, rtol=1e-12, atol=1e-12)
+    assert (expected != 1).float().mean() > 0.3  # the filters act on much of the image
+
+
+def test_graduated_filter_branches_are_all_exercised_by_the_formula_test():
+    params = random_filter_outputs()
+    inverted = (params[:, :3] > 0)[:, :, None].expand(-1, -1, 3)
+    above_one = params[:, 15:].reshape(12, 3, 3) >= 0  # s = 2 unit_tanh >= 1
+    seen = {(bool(i), bool(a)) for i, a in zip(inverted.flatten(), above_one.flatten())}
+    assert seen == {(False, False), (False, True), (True, False), (True, True)}
 
 
 def mse(a: np.ndarray, b: np.ndarray) -> float:

@@ -25,6 +25,10 @@ class AODNet(nn.Module):
         image_channels: channels of the input/output image and of every hidden layer.
         bias_constant: the constant b of the reformulated model (the paper uses 1).
 
+    The authors' PyTorch class ``AODnet`` takes no constructor arguments; it is not a
+    registry alias because it differs from ``AODNet`` only in case (name suggestions for
+    misspelled types are case-insensitive).
+
     Input: B x image_channels x H x W in [0, 1], any H, W. Output: B x image_channels x H x W,
     the dehazed image, non-negative.
     """

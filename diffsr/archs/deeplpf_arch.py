@@ -1,21 +1,28 @@
 """DeepLPF: deep local parametric filters for image enhancement.
 
 Moran, Marza, McDonagh, Parisot, Slabaugh, "DeepLPF: Deep Local Parametric Filters for Image
-Enhancement", CVPR 2020.
+Enhancement", CVPR 2020. This module computes the function of the authors' release
+(sjmoran/DeepLPF, ``model.py`` and ``unet.py``, class ``DeepLPFNet``), with one correction: the
+release evaluates every filter with the parameters of sample 0 of the batch (and adds the cubic
+filter to sample 0 only), so it is right for batches of one only; here every sample gets its
+own filters, and sample ``b`` of a batch equals the release run on that sample alone.
 
-A U-Net backbone produces an image estimate ``Y1`` and a feature map. Three small regression
-heads read the features (and the current image) and predict the parameters of spatially local
-filters with a closed form:
+The backbone, a U-Net, returns a residual image estimate ``Y1``; one reflect-padded 3x3 conv
+maps it to 64 channels, of which 0-2 are the image ``I`` the filters act on and 3-63 the
+features ``F``. Three regression heads read ``[F, image]`` resized to 300 x 300 and predict:
 
-- a cubic polynomial filter per colour channel in (row, column, intensity), added to ``Y1``
-  (``Y2 = clamp(Y1 + P(x, y, Y1))``);
-- graduated filters (a linear ramp across three parallel lines, optionally inverted) and
-- elliptical filters (a radial ramp inside a rotated ellipse), both multiplicative scale maps.
+- a cubic polynomial per colour channel in (row, column, intensity):
+  ``Y2 = clamp(I + P(x, y, I), 0, 1)``;
+- graduated filters (from ``[F, Y2]``), a smooth ramp across a line ``y = m x + c`` per filter
+  and channel, see :func:`graduated_scale_map`;
+- elliptical filters (from ``[F, Y2]``), a radial ramp inside a rotated ellipse, see
+  :func:`elliptical_scale_map`.
 
-The scale maps of each type are multiplied together, the two types added, and the result
-scales ``Y2``; the output is ``clamp(Y1 + clamp(Y2 * (S_grad + S_ell)))``, as in the released
-model. This implementation is vectorised over the batch and runs on any device.
+The scale maps of each type are multiplied over the filters, the two types added, and the
+output is ``clamp(I + clamp(Y2 * clamp(S_grad + S_ell, 0, 2), 0, 1), 0, 1)``.
 """
+
+from __future__ import annotations
 
 import math
 from collections.abc import Sequence
@@ -24,33 +31,37 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from diffsr.archs.arch_util import crop_back, pad_to_multiple
 from diffsr.utils.registry import ARCH_REGISTRY
 
 __all__ = ["DeepLPF", "cubic_filter", "elliptical_scale_map", "graduated_scale_map"]
 
-GRADUATED_PARAMS = 8  # inversion flag, slope, offset, top and bottom distances, 3 scales
-ELLIPTICAL_PARAMS = 8  # centre row/column, two semi-axes, angle, 3 scales
+FILTER_PARAMS = 8  # per graduated or elliptical filter: 5 geometry values + 3 channel scales
 CUBIC_TERMS = 20  # monomials x^a y^b i^c with a + b + c <= 3
 MAX_SCALE = 2.0
-EPS = 1e-7
+# The release's small constants: centre/axis offsets and the acos clamp of the ellipses, the
+# lower bound of the graduated top distance, and the eps of the distance in the elliptical ramp.
+EPS_PARAM = 1e-10
+EPS_ACOS = 1e-7
+EPS_DISTANCE = 1e-7
+# Monomial exponents (a, b, c) of x^a y^b i^c in the release's coefficient order:
+# x^3, x^2 y, x^2 i, x^2, x y^2, x y i, x y, x i^2, x i, x, y^3, ..., i, 1.
+CUBIC_EXPONENTS = tuple(
+    (a, b, c)
+    for a in range(3, -1, -1)
+    for b in range(3 - a, -1, -1)
+    for c in range(3 - a - b, -1, -1)
+)
 
 
 def unit_tanh(x: torch.Tensor) -> torch.Tensor:
-    """Tanh rescaled to (0, 1)."""
+    """Tanh rescaled to (0, 1) (the release's ``tanh01``)."""
     return 0.5 * (torch.tanh(x) + 1)
-
-
-def binary_straight_through(x: torch.Tensor) -> torch.Tensor:
-    """``1[x > 0]`` forward; gradient of ``clamp((x + 1) / 2, 0, 1)`` backward."""
-    soft = ((x + 1) / 2).clamp(0, 1)
-    return (x > 0).to(x.dtype) + soft - soft.detach()
 
 
 def normalised_grid(
     height: int, width: int, like: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row and column coordinates in [0, 1): shapes H x 1 and 1 x W."""
+    """Row (``x``) and column (``y``) coordinates ``index / size`` in [0, 1): H x 1 and 1 x W."""
     rows = torch.arange(height, device=like.device, dtype=like.dtype) / height
     cols = torch.arange(width, device=like.device, dtype=like.dtype) / width
     return rows[:, None], cols[None, :]
@@ -61,89 +72,131 @@ def cubic_filter(image: torch.Tensor, coefficients: torch.Tensor) -> torch.Tenso
 
     Args:
         image: B x 3 x H x W.
-        coefficients: B x 3 x 20, one coefficient per monomial ``x^a y^b i^c`` with
-            a + b + c <= 3, ordered by a, then b, then c (ascending); x is the row and y the
-            column coordinate, both in [0, 1), and i the channel's intensity.
+        coefficients: B x 3 x 20, one coefficient per monomial ``x^a y^b i^c`` (a + b + c <= 3)
+            in the order of ``CUBIC_EXPONENTS`` (the release's); x is the row and y the column
+            coordinate (``index / size``), i the channel's intensity.
 
     Returns:
         ``clamp(image + P(x, y, image), 0, 1)``, B x 3 x H x W.
     """
     x, y = normalised_grid(*image.shape[-2:], like=image)
-    x_powers = [torch.ones_like(x), x, x * x, x * x * x]
-    y_powers = [torch.ones_like(y), y, y * y, y * y * y]
-    i_powers = [torch.ones_like(image), image, image * image, image * image * image]
     polynomial = torch.zeros_like(image)
-    term = 0
-    for a in range(4):
-        for b in range(4 - a):
-            for c in range(4 - a - b):
-                weight = coefficients[:, :, term, None, None]
-                polynomial = polynomial + weight * (x_powers[a] * y_powers[b]) * i_powers[c]
-                term += 1
+    for term, (a, b, c) in enumerate(CUBIC_EXPONENTS):
+        monomial = (x**a * y**b) * image**c
+        polynomial = polynomial + coefficients[:, :, term, None, None] * monomial
     return (image + polynomial).clamp(0, 1)
 
 
-def graduated_scale_map(params: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Product of graduated filters' scale maps.
+def _split_filter_params(
+    params: torch.Tensor, num_filters: int
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Split a head's B x 8F output in the release's order.
+
+    Returns five B x F x 1 x 1 geometry tensors (the release orders its outputs by kind, then
+    filter) and the B x F x 3 x 1 x 1 channel scales (by filter, then channel).
+    """
+    b = params.shape[0]
+    if params.shape[1] != FILTER_PARAMS * num_filters:
+        raise ValueError(
+            f"DeepLPF: expected {FILTER_PARAMS * num_filters} filter parameters for "
+            f"{num_filters} filters, got {params.shape[1]}."
+        )
+    geometry = params[:, : 5 * num_filters].reshape(b, 5, num_filters, 1, 1).unbind(1)
+    scales = params[:, 5 * num_filters :].reshape(b, num_filters, 3, 1, 1)
+    return list(geometry), scales
+
+
+def graduated_scale_map(
+    params: torch.Tensor, height: int, width: int, num_filters: int
+) -> torch.Tensor:
+    """Product of the release's graduated filters' scale maps.
 
     Args:
-        params: B x F x 8 raw head outputs per filter: inversion flag, slope ``m``, offset ``c``
-            of the central line ``y = m x + c``, distances of the top and bottom lines to it,
-            scales for R, G, B.
+        params: B x 8F raw head outputs: F inversion flags (inverted when > 0), F slopes ``m``,
+            F lower bounds of the top distance, F top distances ``t``, F bottom distances
+            ``u`` (all but the slopes through ``unit_tanh``; ``t`` is clamped to
+            [bound, 1] and ``u`` to [0, t]), then 3 scales ``s = 2 unit_tanh`` per filter.
 
     Returns:
-        B x 3 x H x W scales in [0, 2]. Along the direction across the lines, each filter's
-        effect ramps linearly from 100% (scale ``s``) at the top line through 50% at the
-        central line to 0% (scale 1) at the bottom line; the inversion flag swaps the sides.
+        B x 3 x H x W scales in [0, 2]. Per filter and channel, with ``d1 = unit_tanh(t cos
+        atan m)``, ``d2 = unit_tanh(u cos atan m)`` and the ramp ``r = unit_tanh(y - (m x + t +
+        d1))`` in (0, 1): ``s + (1 - s)(1/d1 + 1/d2) r / 2`` when inverted, else
+        ``1 + g1 r + (s - 1) r / (2 d2)`` with ``g1 = (1 - s) / (2 d1)`` if ``s >= 1`` and
+        ``(s - 1) / (2 d1)`` otherwise; clamped to [1, 2] when ``s >= 1``, to [0, 1] otherwise.
     """
     x, y = normalised_grid(height, width, like=params)
-    p = params[..., None, None]  # B x F x 8 x 1 x 1
-    invert = binary_straight_through(p[:, :, 0])
-    slope = p[:, :, 1]
-    offset = unit_tanh(p[:, :, 2])
-    top = unit_tanh(p[:, :, 3]) + EPS
-    bottom = unit_tanh(p[:, :, 4]) + EPS
-    scales = MAX_SCALE * unit_tanh(p[:, :, 5:8])  # B x F x 3 x 1 x 1
+    (flag, slope, bound, top, bottom), scale = _split_filter_params(params, num_filters)
+    inverted = (flag > 0)[:, :, None]
+    bound = unit_tanh(bound) + EPS_PARAM
+    # the release bounds these distances with detached (``.data``) tensors
+    top = unit_tanh(top).clamp(min=bound.detach()).clamp(max=1.0)
+    bottom = unit_tanh(bottom).clamp(min=0).clamp(max=top.detach())
+    cos = torch.cos(torch.atan(slope))
+    d1 = unit_tanh(top * cos)[:, :, None]
+    d2 = unit_tanh(bottom * cos)[:, :, None]
+    ramp = unit_tanh(y - (slope * x + top + d1[:, :, 0]))[:, :, None]  # B x F x 1 x H x W
 
-    distance = y - (slope * x + offset)  # B x F x H x W, signed, along the column axis
-    effect = 0.5 + 0.5 * ((distance / top).clamp(0, 1) - (-distance / bottom).clamp(0, 1))
-    effect = invert * effect + (1 - invert) * (1 - effect)
-    maps = 1 + (scales - 1) * effect[:, :, None]  # B x F x 3 x H x W
+    scale = MAX_SCALE * unit_tanh(scale)
+    above_one = scale >= 1
+    middle = torch.where(above_one, (scale - 1) / 2 + 1, (1 - scale) / 2 + scale)
+    grad1 = torch.where(inverted | above_one, (middle - scale) / d1, (middle - 1) / d1)
+    grad2 = torch.where(inverted, (1 - middle) / d2, (scale - middle) / d2)
+    base = torch.where(inverted, scale, torch.ones_like(scale))
+    low = above_one.to(scale.dtype)
+    maps = torch.clamp(base + grad1 * ramp + grad2 * ramp, low, low + 1)  # B x F x 3 x H x W
     return maps.prod(dim=1).clamp(0, MAX_SCALE)
 
 
-def elliptical_scale_map(params: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Product of elliptical filters' scale maps.
+def elliptical_scale_map(
+    params: torch.Tensor, height: int, width: int, num_filters: int
+) -> torch.Tensor:
+    """Product of the release's elliptical filters' scale maps.
 
     Args:
-        params: B x F x 8 raw head outputs per ellipse: centre row and column, semi-axes along
-            its own axes, rotation angle, scales for R, G, B.
+        params: B x 8F raw head outputs: F centre rows ``h``, F centre columns ``k``, F
+            semi-axes ``a``, F semi-axes ``b`` (all ``unit_tanh``), F angles ``A = pi
+            unit_tanh``, then 3 scales ``s = 2 unit_tanh`` per filter.
 
     Returns:
-        B x 3 x H x W scales in [0, 2]. Each ellipse scales by ``s`` at its centre, decaying
-        linearly with the normalised elliptical radius to 1 on its boundary and outside.
+        B x 3 x H x W scales in [0, 2]. Per filter and channel, with ``dx = x - h``,
+        ``dy = y - k``, ``theta = acos(dy / |(dx, dy)|) - A`` and the ellipse radius
+        ``rho = a b / sqrt(a^2 sin^2 theta + b^2 cos^2 theta)`` in that direction: inside the
+        ellipse of semi-axes (a, b) rotated by theta, ``s + (1 - s) |(dx, dy)| / rho``,
+        outside 1, clamped to [0, 2]. As in the release, the blue channel of the second
+        filter measures its ellipse with the third filter's ``b`` (when F >= 3).
     """
     x, y = normalised_grid(height, width, like=params)
-    p = params[..., None, None]
-    centre_x = unit_tanh(p[:, :, 0])
-    centre_y = unit_tanh(p[:, :, 1])
-    axis_a = unit_tanh(p[:, :, 2]) + EPS
-    axis_b = unit_tanh(p[:, :, 3]) + EPS
-    angle = math.pi * unit_tanh(p[:, :, 4])
-    scales = MAX_SCALE * unit_tanh(p[:, :, 5:8])
+    (centre_x, centre_y, axis_a, axis_b, angle), scale = _split_filter_params(params, num_filters)
+    centre_x = unit_tanh(centre_x) + EPS_PARAM
+    centre_y = unit_tanh(centre_y) + EPS_PARAM
+    axis_a = unit_tanh(axis_a) + EPS_PARAM
+    axis_b = unit_tanh(axis_b) + EPS_PARAM
+    angle = unit_tanh(angle) * math.pi + EPS_PARAM
+    scale = unit_tanh(scale) * MAX_SCALE + EPS_PARAM  # B x F x 3 x 1 x 1
 
-    dx, dy = x - centre_x, y - centre_y
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    along_a = (dx * cos + dy * sin) / axis_a
-    along_b = (dy * cos - dx * sin) / axis_b
-    radius = torch.sqrt(along_a**2 + along_b**2 + EPS)  # 1 on the ellipse boundary
-    effect = F.relu(1 - radius)
-    maps = 1 + (scales - 1) * effect[:, :, None]
+    dx, dy = x - centre_x, y - centre_y  # B x F x H x W
+    cosine = dy / torch.sqrt(dx**2 + dy**2 + EPS_PARAM)
+    theta = torch.acos(torch.clamp(cosine, -1 + EPS_ACOS, 1 - EPS_ACOS)) - angle
+    sin, cos = torch.sin(theta), torch.cos(theta)
+    radius = (axis_a * axis_b) / torch.sqrt(axis_a**2 * sin**2 + axis_b**2 * cos**2 + EPS_PARAM)
+
+    axis_b = axis_b[:, :, None].expand(-1, -1, 3, -1, -1)  # per channel
+    if num_filters >= 3:
+        axis_b = torch.cat(
+            [axis_b[:, :1], torch.cat([axis_b[:, 1:2, :2], axis_b[:, 2:3, 2:]], 2), axis_b[:, 2:]],
+            dim=1,
+        )
+    dx, dy, sin, cos, radius = (t[:, :, None] for t in (dx, dy, sin, cos, radius))
+    inside = (dx * cos + dy * sin) ** 2 / axis_a[:, :, None] ** 2
+    inside = inside + (dx * sin - dy * cos) ** 2 / axis_b**2 < 1
+    ramp = torch.sqrt(dx**2 + dy**2 + EPS_DISTANCE) * (1 - scale) / radius + scale
+    maps = torch.where(inside, ramp, torch.ones_like(ramp)).clamp(0, MAX_SCALE)
     return maps.prod(dim=1).clamp(0, MAX_SCALE)
 
 
 class ReflectConv3x3(nn.Conv2d):
-    """3x3 convolution on a reflect-padded input (replicate on 1-pixel-wide maps)."""
+    """3x3 convolution on a reflect-padded input (replicate on 1-pixel-wide maps, which the
+    release cannot process)."""
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__(in_channels, out_channels, 3)
@@ -154,7 +207,8 @@ class ReflectConv3x3(nn.Conv2d):
 
 
 class DoubleConv(nn.Sequential):
-    """Two reflect-padded 3x3 convolutions, each followed by LeakyReLU."""
+    """Two reflect-padded 3x3 convolutions, each followed by LeakyReLU (the release's
+    ``LocalNet``)."""
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__(
@@ -166,10 +220,14 @@ class DoubleConv(nn.Sequential):
 
 
 class UNetBackbone(nn.Module):
-    """U-Net (max-pool down, nearest up + 1x1 conv) returning ``Y1`` and features.
+    """The release's U-Net and output conv: ``image`` -> (``I``, ``F``).
 
-    ``Y1`` (B x 3 x H x W) is a residual on the input; the features (B x ``feature_channels``
-    x H x W) come from a separate double conv on the last decoder stage.
+    Encoder double convs with 2x2 max-pooling (floor), a bottleneck double conv, and per
+    decoder level a nearest 2x upsampling, a 1x1 conv, zero padding of one column on the left
+    and/or one row at the bottom where the skip is larger (odd sizes), concatenation with the
+    skip and a double conv; a double conv to 3 channels plus the input gives ``Y1``, and a
+    reflect-padded 3x3 conv maps ``Y1`` to ``3 + feature_channels`` channels, split into the
+    image ``I`` (B x 3 x H x W) and the features ``F`` (B x feature_channels x H x W).
     """
 
     def __init__(self, widths: Sequence[int], feature_channels: int) -> None:
@@ -188,11 +246,10 @@ class UNetBackbone(nn.Module):
             self.decoder.append(DoubleConv(channels + skip, skip))
             channels = skip
         self.image_head = DoubleConv(channels, 3)
-        self.feature_head = DoubleConv(channels, feature_channels)
-        self.multiple = 2 ** len(widths)
+        self.output_conv = ReflectConv3x3(3, 3 + feature_channels)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x, size = pad_to_multiple(image, self.multiple)
+        x = image
         skips = []
         for stage in self.encoder:
             x = stage(x)
@@ -201,9 +258,12 @@ class UNetBackbone(nn.Module):
         x = self.bottleneck(x)
         for up_conv, stage, skip in zip(self.up_convs, self.decoder, reversed(skips)):
             x = up_conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+            pad_h, pad_w = skip.shape[-2] - x.shape[-2], skip.shape[-1] - x.shape[-1]
+            if pad_h or pad_w:
+                x = F.pad(x, (pad_w, 0, 0, pad_h))
             x = stage(torch.cat([x, skip], dim=1))
-        x = crop_back(x, size)
-        return image + self.image_head(x), self.feature_head(x)
+        output = self.output_conv(image + self.image_head(x))
+        return output[:, :3], output[:, 3:]
 
 
 class FilterParameterHead(nn.Module):
@@ -237,24 +297,37 @@ class FilterParameterHead(nn.Module):
         return self.fc(self.body(x))
 
 
+def _exact_dtype(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 when it is a half type: the closed-form filters (cubic terms, products
+    of scale maps) lose too much precision in float16/bfloat16; float64 stays float64."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+@ARCH_REGISTRY.register(name="DeepLPFNet")
 @ARCH_REGISTRY.register()
 class DeepLPF(nn.Module):
-    """DeepLPF: U-Net backbone plus cubic, graduated and elliptical parametric filters.
+    """DeepLPF as released (registry names ``DeepLPF`` and the authors' ``DeepLPFNet``), with
+    per-sample filters in a batch (the release uses sample 0's for all).
 
     Args:
         widths: encoder widths of the U-Net; a bottleneck of the last width follows
-            (paper: 16/32/64/128). The input is padded to a multiple of ``2 ** len(widths)``.
-        feature_channels: backbone feature channels given to the heads, which read them
-            together with the 3 image channels (paper: 61, i.e. 64 with the image).
-        head_channels: width of the parameter-regression heads (paper: 64).
-        head_size: side to which the heads resize their input (paper: 300); at least 64.
-        num_graduated_filters: graduated filters (paper: 3).
-        num_elliptical_filters: elliptical filters (paper: 3).
-        dropout: dropout before each head's linear layer (paper: 0.5).
+            (release: 16/32/64/128).
+        feature_channels: feature channels of the output conv after the image's 3 (release: 61,
+            one 3 -> 64 conv); the heads read them with the 3 image channels.
+        head_channels: width of the parameter-regression heads (release: 64).
+        head_size: side to which the heads resize their input (release: 300); at least 64.
+        num_graduated_filters: graduated filters (release: 3).
+        num_elliptical_filters: elliptical filters (release: 3).
+        dropout: dropout before each head's linear layer (release: 0.5).
 
-    Input: low-light / under-exposed image ``B x 3 x H x W`` in [0, 1], any size. Output:
-    enhanced image ``B x 3 x H x W`` in [0, 1]. The default configuration has 1,756,382
-    parameters (the released model: 1,769,347, of which 53,568 are never used in its forward).
+    The release's ``DeepLPFNet()`` takes no arguments; the defaults are its configuration.
+
+    Input: low-light / under-exposed image ``B x 3 x H x W`` in [0, 1], any size (the release
+    needs H, W >= 2**(len(widths) + 1), 32, for its reflection padding; smaller sizes pad by
+    replication at 1-pixel levels). Output: enhanced image ``B x 3 x H x W`` in [0, 1]. The
+    default configuration has 1,715,779 parameters: the release's 1,769,347 less 53,568 in
+    modules its forward never uses (``unet.conv1``-``conv3``, ``unet.local_net``), which the
+    converter drops.
     """
 
     def __init__(
@@ -284,22 +357,18 @@ class DeepLPF(nn.Module):
             return FilterParameterHead(head_in, head_channels, num_params, head_size, dropout)
 
         self.cubic_head = head(3 * CUBIC_TERMS)
-        self.graduated_head = head(GRADUATED_PARAMS * num_graduated_filters)
-        self.elliptical_head = head(ELLIPTICAL_PARAMS * num_elliptical_filters)
+        self.graduated_head = head(FILTER_PARAMS * num_graduated_filters)
+        self.elliptical_head = head(FILTER_PARAMS * num_elliptical_filters)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         b, _, h, w = image.shape
         estimate, features = self.backbone(image)
-        # The closed-form filters are evaluated in float32 even under autocast: the cubic
-        # terms and the products of scale maps lose too much precision in half types.
-        estimate = estimate.float()
-        coefficients = self.cubic_head(features, estimate).float().view(b, 3, CUBIC_TERMS)
-        cubic = cubic_filter(estimate, coefficients)
-
-        graduated = self.graduated_head(features, cubic).float()
-        graduated = graduated.view(b, self.num_graduated_filters, GRADUATED_PARAMS)
-        elliptical = self.elliptical_head(features, cubic).float()
-        elliptical = elliptical.view(b, self.num_elliptical_filters, ELLIPTICAL_PARAMS)
-        scale = graduated_scale_map(graduated, h, w) + elliptical_scale_map(elliptical, h, w)
+        estimate = _exact_dtype(estimate)
+        coefficients = _exact_dtype(self.cubic_head(features, estimate))
+        cubic = cubic_filter(estimate, coefficients.view(b, 3, CUBIC_TERMS))
+        graduated = _exact_dtype(self.graduated_head(features, cubic))
+        elliptical = _exact_dtype(self.elliptical_head(features, cubic))
+        scale = graduated_scale_map(graduated, h, w, self.num_graduated_filters)
+        scale = scale + elliptical_scale_map(elliptical, h, w, self.num_elliptical_filters)
         filtered = (cubic * scale.clamp(0, MAX_SCALE)).clamp(0, 1)
         return (estimate + filtered).clamp(0, 1)

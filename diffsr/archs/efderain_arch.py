@@ -6,6 +6,9 @@ Filtering for High-Efficiency Single-Image Deraining", AAAI 2021.
 A kernel-prediction U-Net predicts, for every pixel and colour channel, a 3 x 3 kernel. The same
 kernels filter the rainy image at dilations 1, 2, 3 and 4 (pixel-wise dilation filtering), and a
 3 x 3 convolution fuses the four filtered images into the derained image.
+
+The released class is ``KPN`` (tsingqguo/efficientderain), a registry alias of
+:class:`EfDeRain` that also accepts its constructor arguments.
 """
 
 from collections.abc import Sequence
@@ -98,6 +101,46 @@ def upsample2x(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
 
 
+# The released KPN's constructor arguments and the one value of each that its models (and
+# diffsr) implement: colour input, one frame, blind estimation, full (not separable) kernels
+# without bias, no attention, bilinear upsampling.
+RELEASED_KPN_SETTINGS = {
+    "color": True,
+    "burst_length": 1,
+    "blind_est": True,
+    "sep_conv": False,
+    "channel_att": False,
+    "spatial_att": False,
+    "upMode": "bilinear",
+    "core_bias": False,
+}
+
+
+def check_kpn_arguments(settings: dict[str, object]) -> None:
+    """Refuse a KPN constructor argument that asks for something other than the release."""
+    for name, value in settings.items():
+        expected = RELEASED_KPN_SETTINGS[name]
+        if value != expected:
+            raise ValueError(
+                f"EfDeRain (KPN): {name}={value!r} is not implemented; the released models "
+                f"and diffsr use {name}={expected!r}."
+            )
+
+
+def single_kernel_size(kernel_size: int | Sequence[int]) -> int:
+    """``kernel_size`` as an int; the released KPN takes a list (``[3]``) of one size."""
+    if isinstance(kernel_size, int):
+        return kernel_size
+    sizes = list(kernel_size)
+    if len(sizes) != 1:
+        raise ValueError(
+            f"EfDeRain: kernel_size {sizes} holds several sizes; the released models (and "
+            "diffsr) use one, e.g. kernel_size: 3 or [3]."
+        )
+    return int(sizes[0])
+
+
+@ARCH_REGISTRY.register(name="KPN")  # the released code's class name
 @ARCH_REGISTRY.register()
 class EfDeRain(nn.Module):
     """EfDeRain: per-pixel kernels predicted by a U-Net, applied at several dilations.
@@ -106,8 +149,12 @@ class EfDeRain(nn.Module):
         widths: encoder widths of the kernel-prediction U-Net (paper: 64/128/256/512/512).
             The input is padded to a multiple of ``2 ** (len(widths) - 1)`` internally.
         convs_per_level: 3x3 conv + ReLU layers per U-Net level (paper: 3).
-        kernel_size: side of the predicted per-pixel kernels (paper: 3).
+        kernel_size: side of the predicted per-pixel kernels (paper: 3); an int or, as the
+            released ``KPN`` takes it, a list of one int (``[3]``).
         dilations: dilation rates at which the kernels are applied (paper: 1, 2, 3, 4).
+        color, burst_length, blind_est, sep_conv, channel_att, spatial_att, upMode,
+            core_bias: the released ``KPN``'s other arguments, accepted with the value its
+            models use (``RELEASED_KPN_SETTINGS``); any other value is refused.
 
     Input: rainy image ``B x 3 x H x W`` in [0, 1], any size. Output: derained image
     ``B x 3 x H x W`` (not clamped). The default configuration has 27,395,406 parameters.
@@ -117,10 +164,32 @@ class EfDeRain(nn.Module):
         self,
         widths: Sequence[int] = (64, 128, 256, 512, 512),
         convs_per_level: int = 3,
-        kernel_size: int = 3,
+        kernel_size: int | Sequence[int] = 3,
         dilations: Sequence[int] = (1, 2, 3, 4),
+        *,
+        color: bool = True,
+        burst_length: int = 1,
+        blind_est: bool = True,
+        sep_conv: bool = False,
+        channel_att: bool = False,
+        spatial_att: bool = False,
+        upMode: str = "bilinear",
+        core_bias: bool = False,
     ) -> None:
         super().__init__()
+        check_kpn_arguments(
+            dict(
+                color=color,
+                burst_length=burst_length,
+                blind_est=blind_est,
+                sep_conv=sep_conv,
+                channel_att=channel_att,
+                spatial_att=spatial_att,
+                upMode=upMode,
+                core_bias=core_bias,
+            )
+        )
+        kernel_size = single_kernel_size(kernel_size)
         if len(widths) < 3:
             raise ValueError(f"EfDeRain: widths needs at least 3 levels, got {list(widths)}.")
         if kernel_size < 1 or kernel_size % 2 == 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from diffsr.archs.official_rename import authors_argument
 from diffsr.utils.registry import ARCH_REGISTRY
 
 __all__ = ["FFANet"]
@@ -75,6 +76,7 @@ class BlockGroup(nn.Sequential):
         return super().forward(x) + x
 
 
+@ARCH_REGISTRY.register(name="FFA")
 @ARCH_REGISTRY.register()
 class FFANet(nn.Module):
     """FFA-Net (Qin et al., "FFA-Net: Feature Fusion Attention Network for Single Image
@@ -94,6 +96,8 @@ class FFANet(nn.Module):
         kernel_size: kernel of all spatial convolutions.
         attention_reduction: channel reduction inside the block attentions.
         fusion_reduction: hidden size of the fusion channel attention is ``channels // this``.
+        gps, blocks: the authors' names (``FFA(gps, blocks)``) for ``num_groups`` and
+            ``blocks_per_group``; the registry alias ``FFA`` is the authors' class name.
 
     Input: B x image_channels x H x W in [0, 1], any H, W. Output: B x image_channels x H x W,
     the dehazed image (input + predicted residual, unbounded).
@@ -108,8 +112,14 @@ class FFANet(nn.Module):
         kernel_size: int = 3,
         attention_reduction: int = 8,
         fusion_reduction: int = 16,
+        gps: int | None = None,
+        blocks: int | None = None,
     ) -> None:
         super().__init__()
+        num_groups = authors_argument("FFANet", ("num_groups", num_groups, 3), ("gps", gps))
+        blocks_per_group = authors_argument(
+            "FFANet", ("blocks_per_group", blocks_per_group, 19), ("blocks", blocks)
+        )
         self.num_groups, self.channels = num_groups, channels
         self.head = same_conv(image_channels, channels, kernel_size)
         self.groups = nn.ModuleList(

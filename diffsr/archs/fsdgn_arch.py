@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffsr.archs.arch_util import DenseFeatureFusion, crop_back, pad_to_multiple
+from diffsr.archs.official_rename import authors_argument
 from diffsr.utils.registry import ARCH_REGISTRY
 
 __all__ = ["FSDGN", "SpatialFrequencyBlock"]
@@ -167,6 +168,7 @@ class DualFusionUNet(nn.Module):
         return encoder[:-1], decoded[:0:-1]
 
 
+@ARCH_REGISTRY.register(name="fusion_net")
 @ARCH_REGISTRY.register()
 class FSDGN(nn.Module):
     """FSDGN dehazing network (Yu et al., "Frequency and Spatial Dual Guidance for Image
@@ -185,6 +187,11 @@ class FSDGN(nn.Module):
         widths: channels per level, finest first (the paper: 16/20/28/44/76).
         clamp_output: clamp both outputs to [0, 1] as the released model does (the clamp
             stops gradients for out-of-range pixels; set False to train without it).
+        num_in_ch, base_channel, up_mode, bias: the authors' arguments (``FSDGN`` in their
+            ``FSDGN_arch.py``; ``fusion_net`` in their earlier option files is a registry
+            alias): ``num_in_ch`` is ``image_channels``, ``base_channel`` is ``widths[0]``,
+            ``up_mode`` must be ``'upconv'`` (their ``'upsample'`` branch does not build) and
+            ``bias`` adds biases to the cross-stage 1x1 convolutions (default False).
 
     Input: B x image_channels x H x W in [0, 1], any H, W (reflect-padded internally to a
     multiple of ``2**(len(widths) - 1)`` and cropped back).
@@ -197,9 +204,20 @@ class FSDGN(nn.Module):
         image_channels: int = 3,
         widths: Sequence[int] = (16, 20, 28, 44, 76),
         clamp_output: bool = True,
+        num_in_ch: int | None = None,
+        base_channel: int | None = None,
+        up_mode: str = "upconv",
+        bias: bool = False,
     ) -> None:
         super().__init__()
+        if up_mode != "upconv":
+            raise ValueError(f"FSDGN: up_mode must be 'upconv' (as released), got {up_mode!r}.")
+        image_channels = authors_argument(
+            "FSDGN", ("image_channels", image_channels, 3), ("num_in_ch", num_in_ch)
+        )
         widths = [int(w) for w in widths]
+        if base_channel is not None:
+            widths[0] = int(base_channel)
         if len(widths) < 2:
             raise ValueError(f"FSDGN: widths needs at least two levels, got {widths}.")
         self.pad_multiple = 2 ** (len(widths) - 1)
@@ -212,8 +230,8 @@ class FSDGN(nn.Module):
 
         self.stage2_head = nn.Conv2d(image_channels, base, 3, padding=1)
         self.stage2_merge = nn.Conv2d(2 * base, base, 3, padding=1, bias=False)
-        self.cross_encoder = nn.ModuleList(nn.Conv2d(w, w, 1, bias=False) for w in widths[:-1])
-        self.cross_decoder = nn.ModuleList(nn.Conv2d(w, w, 1, bias=False) for w in widths[:-1])
+        self.cross_encoder = nn.ModuleList(nn.Conv2d(w, w, 1, bias=bias) for w in widths[:-1])
+        self.cross_decoder = nn.ModuleList(nn.Conv2d(w, w, 1, bias=bias) for w in widths[:-1])
         self.stage2 = DualFusionUNet(widths, use_frequency=False)
         self.stage2_tail = nn.Conv2d(base, image_channels, 1)
 

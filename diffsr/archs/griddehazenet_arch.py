@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffsr.archs.official_rename import authors_argument
 from diffsr.utils.registry import ARCH_REGISTRY
 
 __all__ = ["GridDehazeNet", "ResidualDenseBlock"]
@@ -57,6 +58,7 @@ class GridUpsample(nn.Module):
         return F.relu(self.conv(x))
 
 
+@ARCH_REGISTRY.register(name="GateHazeNet")
 @ARCH_REGISTRY.register()
 class GridDehazeNet(nn.Module):
     """GridDehazeNet (Liu et al., "GridDehazeNet: Attention-Based Multi-Scale Network for Image
@@ -79,6 +81,11 @@ class GridDehazeNet(nn.Module):
         dense_layers: conv layers per residual dense block.
         growth_rate: channels added by each dense layer.
         attention: learn the junction weights (False keeps them fixed at 1).
+        in_channels, depth_rate, height, width, num_dense_layer, kernel_size, stride: the
+            authors' names (``GateHazeNet``, also a registry alias) for ``image_channels``,
+            ``base_channels``, ``rows``, ``columns`` and ``dense_layers``; their
+            ``kernel_size`` must be 3 and ``stride`` 2 (the only values the release builds
+            consistently).
 
     Input: B x image_channels x H x W in [0, 1], any H, W (strided convs round up, transposed
     convs restore the exact sizes). Output: B x image_channels x H x W, the dehazed image,
@@ -94,8 +101,32 @@ class GridDehazeNet(nn.Module):
         dense_layers: int = 4,
         growth_rate: int = 16,
         attention: bool = True,
+        in_channels: int | None = None,
+        depth_rate: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_dense_layer: int | None = None,
+        kernel_size: int = 3,
+        stride: int = 2,
     ) -> None:
         super().__init__()
+        if kernel_size != 3 or stride != 2:
+            raise ValueError(
+                f"GridDehazeNet: only kernel_size=3 and stride=2 are supported, got "
+                f"kernel_size={kernel_size}, stride={stride}."
+            )
+        name = "GridDehazeNet"
+        image_channels = authors_argument(
+            name, ("image_channels", image_channels, 3), ("in_channels", in_channels)
+        )
+        base_channels = authors_argument(
+            name, ("base_channels", base_channels, 16), ("depth_rate", depth_rate)
+        )
+        rows = authors_argument(name, ("rows", rows, 3), ("height", height))
+        columns = authors_argument(name, ("columns", columns, 6), ("width", width))
+        dense_layers = authors_argument(
+            name, ("dense_layers", dense_layers, 4), ("num_dense_layer", num_dense_layer)
+        )
         if rows < 1 or columns < 2 or columns % 2:
             raise ValueError(
                 f"GridDehazeNet: need rows >= 1 and an even columns >= 2, got rows={rows}, "

@@ -15,6 +15,9 @@ Output: ``clamp(I' C^T, 1e-8, 1) ** gamma`` (colour matrix applied per pixel).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -24,6 +27,30 @@ from diffsr.utils.registry import ARCH_REGISTRY
 __all__ = ["IAT"]
 
 NUM_QUERIES = 10  # query 0 -> gamma, queries 1-9 -> the 3x3 colour matrix
+RELEASE_DROP_PATH = (0.01, 0.05, 0.1)  # the released rates of the 3 blocks of each local stack
+TASKS = ("lol", "exp")  # the release's `type`: 'exp' (exposure correction) freezes gamma_base
+
+
+def drop_path_rates(drop_path: float | Sequence[float] | None, num_blocks: int) -> list[float]:
+    """Stochastic-depth rate of each local block.
+
+    None: the release's (0.01, 0.05, 0.1) for 3 blocks, else rising linearly from 0.01 to 0.1;
+    a number: rising linearly from 0 to it; a sequence: one rate per block.
+    """
+    if drop_path is None:
+        if num_blocks == len(RELEASE_DROP_PATH):
+            return list(RELEASE_DROP_PATH)
+        low, high = RELEASE_DROP_PATH[0], RELEASE_DROP_PATH[-1]
+        return [low + (high - low) * i / max(num_blocks - 1, 1) for i in range(num_blocks)]
+    if isinstance(drop_path, int | float):
+        return [float(drop_path) * i / max(num_blocks - 1, 1) for i in range(num_blocks)]
+    rates = [float(r) for r in drop_path]
+    if len(rates) != num_blocks:
+        raise ValueError(
+            f"IAT: drop_path lists {len(rates)} rates for {num_blocks} local blocks; give one "
+            f"rate per block, a single number, or null for the release's rates."
+        )
+    return rates
 
 
 def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
@@ -90,16 +117,23 @@ class ConvTransformerBlock(nn.Module):
 class LocalBranch(nn.Module):
     """Predicts the per-pixel multiplier (>= 0) and offset (in [-1, 1]), each B x 3 x H x W."""
 
-    def __init__(self, width: int, num_blocks: int, drop_path: float, mlp_ratio: float) -> None:
+    def __init__(
+        self, in_channels: int, width: int, rates: Sequence[float], mlp_ratio: float
+    ) -> None:
         super().__init__()
         self.stem = nn.Sequential(
-            nn.Conv2d(3, width, 3, padding=1), nn.LeakyReLU(0.2, inplace=True)
+            nn.Conv2d(in_channels, width, 3, padding=1), nn.LeakyReLU(0.2, inplace=True)
         )
-        rates = [drop_path * i / max(num_blocks - 1, 1) for i in range(num_blocks)]
         self.mul_blocks = nn.Sequential(*(ConvTransformerBlock(width, mlp_ratio, r) for r in rates))
         self.add_blocks = nn.Sequential(*(ConvTransformerBlock(width, mlp_ratio, r) for r in rates))
         self.mul_head = nn.Sequential(nn.Conv2d(width, 3, 3, padding=1), nn.ReLU())
         self.add_head = nn.Sequential(nn.Conv2d(width, 3, 3, padding=1), nn.Tanh())
+        # The released initialisation: N(0, 2 / fan_out) with fan_out = k*k*out / groups.
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
+                nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / (fan_out // module.groups)))
+                nn.init.zeros_(module.bias)
 
     def forward(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feat = self.stem(img)
@@ -144,10 +178,12 @@ class QueryAttention(nn.Module):
 class GlobalBranch(nn.Module):
     """Predicts gamma (B) and a colour matrix (B x 3 x 3) from a 4x-downsampled image."""
 
-    def __init__(self, width: int, num_heads: int, mlp_ratio: float) -> None:
+    def __init__(
+        self, in_channels: int, width: int, num_heads: int, mlp_ratio: float, task: str
+    ) -> None:
         super().__init__()
         self.stem = nn.Sequential(
-            nn.Conv2d(3, width // 2, 3, stride=2, padding=1),
+            nn.Conv2d(in_channels, width // 2, 3, stride=2, padding=1),
             nn.BatchNorm2d(width // 2),
             nn.GELU(),
             nn.Conv2d(width // 2, width, 3, stride=2, padding=1),
@@ -161,7 +197,8 @@ class GlobalBranch(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
         self.gamma_head = nn.Linear(width, 1)
         self.color_head = nn.Linear(width, 1)
-        self.gamma_base = nn.Parameter(torch.ones(1))
+        # Exposure correction ('exp') keeps gamma_base fixed at 1, as the release does.
+        self.gamma_base = nn.Parameter(torch.ones(1), requires_grad=task != "exp")
         self.color_base = nn.Parameter(torch.eye(3))
         for module in self.modules():
             if isinstance(module, nn.Linear) and module is not self.attn.value:
@@ -185,37 +222,62 @@ class GlobalBranch(nn.Module):
 class IAT(nn.Module):
     """Illumination Adaptive Transformer (Cui et al., BMVC 2022), 91,154 parameters by default.
 
+    Computes the released network's function (cuiziteng/Illumination-Adaptive-Transformer,
+    ``IAT_enhance/model``) and, through ``iat_official.py``, loads its released files.
+
     Input ``B x 3 x H x W`` in [0, 1] (low-light or badly exposed RGB), any size and
     batch; output the final enhanced image ``B x 3 x H x W`` in (0, 1]. The original code also
     returns the local multiplier and offset maps, but trains on the final image only, so only that
     is returned here.
 
     Args:
-        local_width: channels of the local branch.
-        num_local_blocks: blocks in each of the multiply and add stacks.
-        drop_path: largest stochastic-depth rate (rates rise linearly over the blocks).
+        local_width: channels of the local branch (16 in the release).
+        num_local_blocks: blocks in each of the multiply and add stacks (3 in the release).
+        drop_path: stochastic-depth rates of the local blocks: None for the release's
+            (0.01, 0.05, 0.1), a number for rates rising linearly from 0 to it, or one rate per
+            block.
         global_width: channels of the global branch (stem 3 -> width/2 -> width, two stride-2 convs).
         global_heads: attention heads of the query attention.
         mlp_ratio: hidden-width factor of the MLPs of both branches' blocks.
+        task: the release's ``type`` argument (renamed: ``type`` names the network in
+            ``network_g``): ``'lol'`` (low light, the default) or ``'exp'`` (exposure
+            correction, where ``gamma_base`` is frozen at 1).
+        in_dim: input channels (the release's argument; 3 for RGB).
+        with_global: False drops the global branch: the output is then ``I * M + A``.
     """
 
     def __init__(
         self,
         local_width: int = 16,
         num_local_blocks: int = 3,
-        drop_path: float = 0.1,
+        drop_path: float | Sequence[float] | None = None,
         global_width: int = 64,
         global_heads: int = 4,
         mlp_ratio: float = 4.0,
+        task: str = "lol",
+        in_dim: int = 3,
+        with_global: bool = True,
     ) -> None:
         super().__init__()
-        self.local_branch = LocalBranch(local_width, num_local_blocks, drop_path, mlp_ratio)
-        self.global_branch = GlobalBranch(global_width, global_heads, mlp_ratio)
+        if task not in TASKS:
+            raise ValueError(
+                f"IAT: task must be 'lol' (low light) or 'exp' (exposure correction, the "
+                f"release's type='exp'), got {task!r}."
+            )
+        rates = drop_path_rates(drop_path, num_local_blocks)
+        self.local_branch = LocalBranch(in_dim, local_width, rates, mlp_ratio)
+        self.global_branch = (
+            GlobalBranch(in_dim, global_width, global_heads, mlp_ratio, task)
+            if with_global
+            else None
+        )
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
-        """``img``: B x 3 x H x W in [0, 1] -> enhanced B x 3 x H x W in (0, 1]."""
+        """``img``: B x in_dim x H x W in [0, 1] -> enhanced B x 3 x H x W in (0, 1]."""
         mul, add = self.local_branch(img)
         locally_enhanced = img * mul + add
+        if self.global_branch is None:
+            return locally_enhanced
         gamma, color = self.global_branch(img)
         recoloured = torch.einsum(
             "bij,bjhw->bihw", color.to(locally_enhanced.dtype), locally_enhanced

@@ -36,6 +36,9 @@ class OfficialLayout:
     convert: the bare state dict renamed into diffsr's keys for this network.
     arch_kwargs: the ``network_g`` keyword arguments of the variant this file holds, used in
         error messages (e.g. ``{"variant": "L"}``); empty when there is one variant.
+    describe: for layouts whose size is read from the file (e.g. RCDNet's stage count), the
+        ``network_g`` keyword arguments a given state dict needs; added to ``arch_kwargs`` in
+        error messages.
     """
 
     name: str
@@ -44,6 +47,11 @@ class OfficialLayout:
     matches: Callable[[StateDict], bool]
     convert: Callable[[StateDict], dict[str, torch.Tensor]]
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    describe: Callable[[StateDict], dict[str, Any]] | None = None
+
+    def network_g_kwargs(self, state: StateDict) -> dict[str, Any]:
+        """The ``network_g`` keyword arguments that load ``state`` (a file in this layout)."""
+        return {**self.arch_kwargs, **(self.describe(state) if self.describe else {})}
 
 
 OFFICIAL_LAYOUTS: list[OfficialLayout] = []

@@ -6,6 +6,9 @@ CVPR 2019.
 The same small network is applied ``num_stages`` times. Each stage sees the rainy image
 concatenated with the previous estimate, updates a convolutional LSTM state and predicts a
 residual through a stack of residual blocks. All stages share their weights.
+
+With the released weights (csdwren/PReNet, class ``PReNet``) it computes the released
+function; its constructor arguments ``recurrent_iter`` and ``use_GPU`` are accepted.
 """
 
 import torch
@@ -68,6 +71,9 @@ class PReNet(nn.Module):
         num_stages: recursive stages (paper: 6). All stages share the weights.
         num_channels: feature width (paper: 32).
         num_res_blocks: residual blocks per stage (paper: 5).
+        recurrent_iter: the released code's name for ``num_stages``.
+        use_GPU: the released code's device switch for its LSTM state, accepted and not
+            needed (the state is created on the input's device).
 
     Input: rainy image ``B x 3 x H x W`` in [0, 1], any size.
     Output: list of ``num_stages`` estimates ``B x 3 x H x W`` (roughly [0, 1], not clamped),
@@ -75,9 +81,23 @@ class PReNet(nn.Module):
     """
 
     def __init__(
-        self, num_stages: int = 6, num_channels: int = 32, num_res_blocks: int = 5
+        self,
+        num_stages: int = 6,
+        num_channels: int = 32,
+        num_res_blocks: int = 5,
+        *,
+        recurrent_iter: int | None = None,
+        use_GPU: bool = True,
     ) -> None:
         super().__init__()
+        del use_GPU  # the device follows the input
+        if recurrent_iter is not None:
+            if num_stages not in (6, recurrent_iter):
+                raise ValueError(
+                    f"PReNet: recurrent_iter={recurrent_iter} (the released code's name) "
+                    f"contradicts num_stages={num_stages}; give one of the two."
+                )
+            num_stages = recurrent_iter
         if num_stages < 1:
             raise ValueError(f"PReNet: num_stages must be >= 1, got {num_stages}.")
         self.num_stages = num_stages

@@ -9,6 +9,11 @@ unfolds proximal gradient descent on this model. Each stage takes a gradient ste
 maps, then on the background (learnable step sizes), and replaces each proximal operator by a
 small residual network (M-net with a learnable soft threshold, B-net). The B-net carries
 extra "dual" channels ``Z`` from stage to stage.
+
+The released model computes on pixel values in [0, ``rgb_range``] = [0, 255] (its thresholds,
+initial step sizes and kernels are tuned to that range). diffsr's data is in [0, 1], so the
+network scales its input by ``rgb_range`` on entry and divides every output by it: with the
+released weights, ``RCDNet()(x) == released(255 x) / 255``.
 """
 
 import math
@@ -21,6 +26,14 @@ import torch.nn.functional as F
 from diffsr.utils.registry import ARCH_REGISTRY
 
 __all__ = ["RCDNet", "RCDNetOutput", "streak_kernels"]
+
+# The released code's names for the constructor options (its ``args``), diffsr's name for each.
+AUTHORS_ARGUMENTS = {
+    "stage": "num_stages",
+    "num_M": "num_rain_kernels",
+    "num_Z": "num_dual_channels",
+    "T": "num_res_blocks",
+}
 
 # The released model scales the rain kernels and step sizes by 0.1 so that their learnable
 # values (initialised around 1) change the iterates slowly; kept for the same dynamics.
@@ -101,6 +114,28 @@ class RainMapProxNet(nn.Module):
         return F.relu(self.blocks(maps) - self.threshold)
 
 
+def resolve_authors_arguments(
+    ours: dict[str, int], defaults: dict[str, int], theirs: dict[str, int | None]
+) -> dict[str, int]:
+    """diffsr's options with the released code's names (``AUTHORS_ARGUMENTS``) filled in.
+
+    An option given under both names must agree (a diffsr value left at its default yields).
+    """
+    resolved = dict(ours)
+    for their_name, value in theirs.items():
+        if value is None:
+            continue
+        our_name = AUTHORS_ARGUMENTS[their_name]
+        if resolved[our_name] not in (defaults[our_name], value):
+            raise ValueError(
+                f"RCDNet: {their_name}={value} (the released code's name) contradicts "
+                f"{our_name}={resolved[our_name]}; give one of the two."
+            )
+        resolved[our_name] = value
+    return resolved
+
+
+@ARCH_REGISTRY.register(name="Mainnet")  # the released code's class name
 @ARCH_REGISTRY.register()
 class RCDNet(nn.Module):
     """Unfolded proximal-gradient network for single-image rain removal.
@@ -111,11 +146,20 @@ class RCDNet(nn.Module):
         num_dual_channels: extra channels ``Z`` carried by the B-nets (paper: 32).
         num_res_blocks: residual blocks in each M-net and B-net (paper: 4).
         kernel_size: side of the rain kernels, odd (paper: 9).
+        rgb_range: pixel value of white inside the network (released: 255). The input in
+            [0, 1] is multiplied by it and every output divided by it, so inputs and outputs
+            stay in [0, 1] while the thresholds and steps act as in the release. 1 computes
+            directly on [0, 1] values (then ``relu(O - B0 - tau)`` with ``tau`` near 1 is zero
+            and the first stage's threshold and kernels get no gradient).
+        stage, num_M, num_Z, T: the released code's names for ``num_stages``,
+            ``num_rain_kernels``, ``num_dual_channels`` and ``num_res_blocks`` (its ``T`` is
+            parsed but its proximal nets always have 4 blocks, which is the default here).
 
     Input: rainy image ``O``, ``B x 3 x H x W`` in [0, 1], any size. Output: an
     :class:`RCDNetOutput`, i.e. the list of ``S + 2`` background estimates ``[B0 (initial),
-    B1, ..., BS, B_final (after a last refinement B-net)]`` each ``B x 3 x H x W`` (not
-    clamped), with the ``S`` rain-layer estimates in its ``rain_layers`` attribute.
+    B1, ..., BS, B_final (after a last refinement B-net)]`` each ``B x 3 x H x W`` in the
+    input's units (not clamped), with the ``S`` rain-layer estimates ``B x 3 x H x W`` (same
+    units) in its ``rain_layers`` attribute.
 
     The default configuration has 2,975,186 parameters. The released model reports
     3,166,355 because it also allocates parameters its forward pass never uses (15 more copies
@@ -129,12 +173,33 @@ class RCDNet(nn.Module):
         num_dual_channels: int = 32,
         num_res_blocks: int = 4,
         kernel_size: int = 9,
+        rgb_range: float = 255.0,
+        *,
+        stage: int | None = None,
+        num_M: int | None = None,  # the released code's names
+        num_Z: int | None = None,
+        T: int | None = None,
     ) -> None:
         super().__init__()
+        sizes = resolve_authors_arguments(
+            dict(
+                num_stages=num_stages,
+                num_rain_kernels=num_rain_kernels,
+                num_dual_channels=num_dual_channels,
+                num_res_blocks=num_res_blocks,
+            ),
+            dict(num_stages=17, num_rain_kernels=32, num_dual_channels=32, num_res_blocks=4),
+            dict(stage=stage, num_M=num_M, num_Z=num_Z, T=T),
+        )
+        num_stages, num_rain_kernels = sizes["num_stages"], sizes["num_rain_kernels"]
+        num_dual_channels, num_res_blocks = sizes["num_dual_channels"], sizes["num_res_blocks"]
         if num_stages < 1:
             raise ValueError(f"RCDNet: num_stages must be >= 1, got {num_stages}.")
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"RCDNet: kernel_size must be odd, got {kernel_size}.")
+        if not rgb_range > 0:
+            raise ValueError(f"RCDNet: rgb_range must be positive, got {rgb_range}.")
+        self.rgb_range = float(rgb_range)
         self.num_stages = num_stages
         self.padding = kernel_size // 2
         b_channels = 3 + num_dual_channels
@@ -184,6 +249,8 @@ class RCDNet(nn.Module):
         return out[:, :3], out[:, 3:]
 
     def forward(self, rainy: torch.Tensor) -> RCDNetOutput:
+        """``rainy``: B x 3 x H x W in [0, 1]; the estimates come back in the same units."""
+        rainy = rainy * self.rgb_range
         dual = F.conv2d(rainy, self.dual_init, padding=1)
         out = self.initial_background_net(torch.cat([rainy, dual], dim=1))
         background, dual = out[:, :3], out[:, 3:]
@@ -210,4 +277,7 @@ class RCDNet(nn.Module):
 
         refined = self.refine_net(torch.cat([background, dual], dim=1))
         backgrounds.append(refined[:, :3])
-        return RCDNetOutput(backgrounds, rain_layers)
+        return RCDNetOutput(
+            (b / self.rgb_range for b in backgrounds),
+            (rain / self.rgb_range for rain in rain_layers),
+        )

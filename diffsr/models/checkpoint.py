@@ -10,6 +10,14 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from diffsr.archs.official import find_layouts
+from diffsr.models.official_loading import (
+    bare_state_dict,
+    convert_official,
+    fits,
+    official_layout_of,
+)
+from diffsr.models.safe_load import read_checkpoint, read_training_state
 from diffsr.utils.file_util import atomic_torch_save
 
 __all__ = [
@@ -47,28 +55,44 @@ def save_network(path: str | Path, params: dict[str, nn.Module]) -> None:
 def load_network(
     net: nn.Module, path: str | Path, strict: bool = True, param_key: str = "params"
 ) -> None:
-    """Load weights saved by diffsr or BasicSR (``params``/``params_ema`` or a bare state dict)."""
+    """Load a network file into ``net``: diffsr's and BasicSR's files, and the paper networks'
+    checkpoints as their authors release them (converted on the fly; docs/pretrained.md).
+
+    The file is opened without running code from it (:mod:`diffsr.models.safe_load`).
+    ``param_key`` picks ``params`` or ``params_ema`` where the file has both; ``auto`` takes
+    ``params_ema`` when the file has it (validation uses the EMA weights when there are any).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"Network file {path} does not exist; check path.pretrain_network_* in the options."
         )
-    content = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(content, dict) and param_key in content:
-        content = content[param_key]
-    elif isinstance(content, dict) and "params" in content:
-        logger.warning("%s has no %r; loading 'params' instead.", path, param_key)
-        content = content["params"]
-    state = {k.removeprefix("module."): v for k, v in content.items()}
-    result = unwrap(net).load_state_dict(state, strict=strict)
-    if not strict and (result.missing_keys or result.unexpected_keys):
+    content = read_checkpoint(path)
+    state = bare_state_dict(content, param_key, path)
+    target = unwrap(net)
+    origin = ""
+    if fits(target, state):
+        target.load_state_dict(state, strict=True)
+        layout = None if _is_diffsr_container(content) else official_layout_of(target, state)
+        if layout is not None:
+            origin = f" (converted from the official {layout.name} layout)"
+    elif strict or find_layouts(state):
+        state, layout = convert_official(target, state, path)
+        target.load_state_dict(state, strict=True)
+        origin = f" (converted from the official {layout.name} layout)"
+    else:
+        result = target.load_state_dict(state, strict=False)
         logger.warning(
             "Loaded %s non-strictly: missing %s, unexpected %s",
             path,
             result.missing_keys[:10],
             result.unexpected_keys[:10],
         )
-    logger.info("Loaded %s [%s] into %s.", path, param_key, type(unwrap(net)).__name__)
+    logger.info("Loaded %s [%s] into %s%s.", path, param_key, type(target).__name__, origin)
+
+
+def _is_diffsr_container(content: Any) -> bool:
+    return isinstance(content, dict) and ("params" in content or "params_ema" in content)
 
 
 def _iteration_of(path: Path) -> int | None:
@@ -95,7 +119,8 @@ def prune_old_files(folder: str | Path, pattern: str, keep_last: int) -> None:
 
 
 def load_training_state(path: str | Path) -> dict[str, Any]:
+    """A training state written by ``save_training_state`` (read with ``weights_only``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Training state {path} does not exist (path.resume_state).")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return read_training_state(path)
