@@ -16,7 +16,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["diffsr", "diffsr.*"]),
-    package_data={"diffsr": ["py.typed"]},
+    # NIQE's pristine-model parameters and their attribution (diffsr/metrics/data/README.md).
+    package_data={"diffsr": ["py.typed", "metrics/data/*.npz", "metrics/data/README.md"]},
     install_requires=[
         "torch>=2.1",
         "numpy>=1.24",
@@ -30,12 +31,14 @@ setup(
         "demo": ["scikit-image>=0.21", "matplotlib>=3.6"],
         "plots": ["matplotlib>=3.6"],
         "tensorboard": ["tensorboard>=2.10"],
+        "wandb": ["wandb>=0.16"],
         "test": [
             "pytest>=7.4",
             "ruff>=0.5",
             "scikit-image>=0.21",
             "matplotlib>=3.6",
             "tensorboard>=2.10",
+            "wandb>=0.16",  # logger.wandb, tested offline
             # Test-only reference implementation of OpenAI's ADM UNet; never imported at run time.
             "guided-diffusion-sdk==1.0.0",
         ],

@@ -383,16 +383,6 @@ def network_options(args: argparse.Namespace) -> dict[str, Any]:
     return block
 
 
-def _param_key(path: Path, param_key: str) -> str:
-    if param_key != "auto":
-        return param_key
-    try:  # memory-mapped: only the keys are needed here
-        content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # files in the legacy (non-zip) format cannot be memory-mapped
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    return "params_ema" if isinstance(content, Mapping) and "params_ema" in content else "params"
-
-
 def load_restoration_network(
     network_opt: Mapping[str, Any],
     path: str | Path,
@@ -405,7 +395,7 @@ def load_restoration_network(
     as validation during training uses the EMA weights when there are any).
     """
     net = build_network(dict(network_opt))
-    load_network(net, path, strict=True, param_key=_param_key(Path(path), param_key))
+    load_network(net, path, strict=True, param_key=param_key)
     return net.to(device).eval()
 
 
@@ -452,13 +442,17 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(opt["path"]["results_root"])
     mkdirs(root)
     get_root_logger(root / f"test_{opt['name']}_{get_time_str()}.log")
+    for note in opt["dialect_notes"]:  # keys of other codebases, mapped or inert
+        logger.info(note)
     model = build_model(opt)
     if tile is not None and not hasattr(model, "inference_net"):
         print(f"error: --tile: {type(model).__name__} has no inference_net().", file=sys.stderr)
         return 2
     failures: list[str] = []
     for dataset_opt in opt["datasets"].values():
-        dataset = SkipUnreadable(build_dataset(dataset_opt, seed=opt["manual_seed"]))
+        dataset = SkipUnreadable(
+            build_dataset(dataset_opt, seed=opt["manual_seed"], scale=opt["scale"])
+        )
         loader = build_dataloader(
             dataset, dataset_opt, dataset_opt["phase"], seed=opt["manual_seed"]
         )

@@ -12,6 +12,7 @@ if __package__ in (None, ""):  # run as a script: import the package, not siblin
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse
+import json
 import logging
 import math
 import os
@@ -21,11 +22,19 @@ from typing import Any
 import torch
 
 from diffsr.data import build_dataloader, build_dataset
+from diffsr.data.progressive import progressive_schedule
 from diffsr.models import build_model
 from diffsr.models.checkpoint import latest_training_state, load_training_state
 from diffsr.utils.dist_util import barrier, init_dist
+from diffsr.utils.environment import describe_environment
 from diffsr.utils.file_util import atomic_write_text, mkdirs
-from diffsr.utils.logger import MessageLogger, MetricsWriter, get_root_logger, init_tb_logger
+from diffsr.utils.logger import (
+    MessageLogger,
+    MetricsWriter,
+    get_root_logger,
+    init_tb_logger,
+    with_wandb,
+)
 from diffsr.utils.misc import get_time_str, set_random_seed
 from diffsr.utils.options import OptionError, parse_options
 from diffsr.utils.yaml_util import dump_yaml
@@ -57,8 +66,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def set_cpu_threads() -> None:
-    """One process per core group: more threads than cores makes CPU steps many times slower."""
+def set_cpu_threads(num_threads: int | None = None) -> None:
+    """Intra-op threads: ``num_threads`` (the option) when given, since CPU results depend on
+    the thread count; else one process per core group (more threads than cores makes CPU
+    steps many times slower) unless OMP_NUM_THREADS is set."""
+    if num_threads is not None:
+        if num_threads < 1:
+            raise OptionError(f"num_threads must be >= 1, got {num_threads}.")
+        torch.set_num_threads(num_threads)
+        return
     if "OMP_NUM_THREADS" in os.environ or torch.cuda.is_available():
         return
     per_node = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
@@ -86,6 +102,8 @@ def prepare_experiment_dir(opt: dict[str, Any], opt_path: str, resuming: bool) -
         stamp = get_time_str()
         atomic_write_text(root / f"options_{stamp}.yml", dump_yaml(opt))
         atomic_write_text(root / f"original_{Path(opt_path).name}", Path(opt_path).read_text())
+        # threads, versions, CPU/ISA: what CPU results depend on beyond the options
+        atomic_write_text(root / "environment.json", json.dumps(describe_environment(), indent=2))
     barrier()
 
 
@@ -94,7 +112,7 @@ def build_loaders(opt: dict[str, Any]) -> tuple[Any, list[Any]]:
     train_loader, val_loaders = None, []
     seed = opt["manual_seed"]
     for phase, dataset_opt in opt["datasets"].items():
-        dataset = build_dataset(dataset_opt, seed=seed)
+        dataset = build_dataset(dataset_opt, seed=seed, scale=opt["scale"])
         loader = build_dataloader(
             dataset,
             dataset_opt,
@@ -128,6 +146,9 @@ def train(opt: dict[str, Any], opt_path: str) -> dict[str, Any]:
         if opt["logger"]["use_tb_logger"] and opt["rank"] == 0
         else None
     )
+    tb_logger = with_wandb(tb_logger, opt, root)  # logger.wandb: losses and metrics to W&B
+    for note in opt.get("dialect_notes", []):  # keys of other codebases, mapped or inert
+        logger.info(note)
     metrics_log = MetricsWriter(root / "metrics.jsonl")
 
     model = build_model(opt)  # before any data: a missing weight file fails here, at once
@@ -140,6 +161,10 @@ def train(opt: dict[str, Any], opt_path: str) -> dict[str, Any]:
 
     train_loader, val_loaders = build_loaders(opt)
     sampler = train_loader.sampler
+    batch_size = opt["datasets"]["train"]["batch_size_per_gpu"]
+    progressive = progressive_schedule(  # Restormer's mini_batch_sizes / gt_sizes, or None
+        train_loader.dataset.opt, batch_size, opt["manual_seed"], opt["rank"]
+    )
     iters_per_epoch = len(train_loader)
     if iters_per_epoch == 0:
         raise OptionError(
@@ -167,6 +192,8 @@ def train(opt: dict[str, Any], opt_path: str) -> dict[str, Any]:
         for data in train_loader:
             current_iter += 1
             model.update_learning_rate(current_iter)
+            if progressive is not None:
+                data = progressive(data, current_iter)
             model.feed_data(data)
             losses = model.optimize_parameters(current_iter)
             if current_iter % log_opt["print_freq"] == 0 or current_iter == total_iter:
@@ -219,15 +246,18 @@ def validate(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    rank, world_size = 0, 1
-    if args.launcher != "none":
-        rank, world_size = init_dist(args.launcher)
-    set_cpu_threads()
     try:
         opt = parse_options(args.opt, is_train=True, overrides=args.set, debug=args.debug)
+        set_cpu_threads(opt["num_threads"])
     except (OptionError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    rank, world_size = 0, 1
+    if args.launcher != "none":  # after the options: dist_params.backend / port apply
+        dist_params = opt.get("dist_params") or {}
+        rank, world_size = init_dist(
+            args.launcher, backend=dist_params.get("backend"), port=dist_params.get("port", 29500)
+        )
     opt.update(dist=world_size > 1, rank=rank, world_size=world_size, launcher=args.launcher)
     opt["auto_resume"] = opt["auto_resume"] or args.auto_resume
     train(opt, args.opt)

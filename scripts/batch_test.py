@@ -85,6 +85,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="how LQ and GT file names pair up (default: identity = same name)",
     )
     data.add_argument("--recursive", action="store_true", help="also read sub-folders")
+    data.add_argument(
+        "--scale",
+        type=int,
+        default=1,
+        help="super-resolution factor: GT is SCALE times the LQ size (default: 1)",
+    )
     data.add_argument("--name", help="name of the set in the tables (default: --lq folder name)")
     add_network_arguments(parser)
     add_tile_arguments(parser)
@@ -167,6 +173,7 @@ def dataset_options(args: argparse.Namespace, name: str) -> dict[str, Any]:
         "type": "PairedImageDataset",
         "dataroot_gt": str(args.gt),
         "name_mapping": args.name_mapping,
+        "scale": args.scale,
     }
 
 

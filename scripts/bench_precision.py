@@ -1,4 +1,5 @@
-"""Precision of DiffLoss when the prior runs under bf16 or fp16 autocast, against float32.
+"""Precision of DiffLoss when the prior runs in bf16 or fp16 (weights stored in that dtype),
+against float32.
 
 L_nat compares the prior's eps predictions for the clean and the restored image. When the two
 images are close, the two predictions are close, and rounding in either branch does not cancel
@@ -164,7 +165,7 @@ def measure_dtype(
         nat_sum = sem_sum = 0.0
         nat_grads, total_grads = [], []
         for draw in range(args.draws):
-            torch.manual_seed(args.seed + draw)  # the same t and noise in every dtype
+            loss.core.set_seed(args.seed + draw)  # the same t and noise in every dtype
             nat, sem = loss.core(restored, target)
             nat_mean, total = nat.mean(), (nat + args.lambda_sem * sem).mean()
             nat_grads.append(torch.autograd.grad(nat_mean, restored, retain_graph=True)[0])

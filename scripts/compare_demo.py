@@ -51,6 +51,30 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def read_environment(run_dir: Path) -> dict[str, Any] | None:
+    """The ``environment.json`` diffsr/train.py wrote for the run (threads, versions, CPU)."""
+    path = run_dir / "environment.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def environment_line(environments: list[dict[str, Any] | None]) -> str:
+    """One Markdown line saying what the numbers depend on; flags runs that differ."""
+    known = [e for e in environments if e is not None]
+    if not known:
+        return "Environment: not recorded (runs trained before environment.json existed).\n"
+    keys = ("torch_threads", "cpu_capability", "cpu_model")
+    first = known[0]
+    packages = ", ".join(f"{k} {v}" for k, v in first["packages"].items())
+    line = (
+        f"Environment: {first['torch_threads']} torch thread(s) per run, "
+        f"{first['cpu_model']} ({first['cpu_capability']}), {packages}."
+    )
+    differ = [k for k in keys if len({str(e.get(k)) for e in known}) > 1]
+    if differ or len({json.dumps(e["packages"], sort_keys=True) for e in known}) > 1:
+        line += f" The runs differ in {', '.join(differ) or 'package versions'}: not comparable."
+    return line + "\n"
+
+
 def markdown_table(names: list[str], summaries: list[dict[str, Any]]) -> str:
     metric_names = list(summaries[0]["metrics"])
     header = "| run | " + " | ".join(metric_names) + " | s/iter | iterations |"
@@ -110,7 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         names.append(name)
         run_dirs.append(Path(folder))
     summaries = [summarise(read_records(run)) for run in run_dirs]
-    table = markdown_table(names, summaries)
+    environments = [read_environment(run) for run in run_dirs]
+    for summary, environment in zip(summaries, environments):
+        summary["environment"] = environment
+    table = markdown_table(names, summaries) + "\n" + environment_line(environments)
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "comparison.md", table)
     atomic_write_text(

@@ -14,9 +14,24 @@ if [ ! -f "$prior" ]; then
   exit 1
 fi
 $py scripts/make_demo_data.py
+# Both option files pin num_threads: 1 (CPU results depend on the thread count, so the same
+# command gives the same numbers on any machine); the two runs therefore train side by side.
+pids=()
 for run in l2 diffloss; do
-  $py diffsr/train.py -opt "options/demo/dehaze_demo_${run}.yml" --auto_resume
+  log="experiments/demo_train_${run}.out"
+  echo "training demo_dehaze_${run} (log: $log)"
+  $py diffsr/train.py -opt "options/demo/dehaze_demo_${run}.yml" --auto_resume > "$log" 2>&1 &
+  pids+=($!)
 done
+status=0
+for i in 0 1; do
+  wait "${pids[$i]}" || status=$?
+done
+if [ "$status" -ne 0 ]; then
+  echo "error: a demo run failed; the last lines of its log:" >&2
+  tail -n 20 experiments/demo_train_*.out >&2
+  exit "$status"
+fi
 $py scripts/compare_demo.py \
   --run "L2 only=experiments/demo_dehaze_l2" \
   --run "L2 + DiffLoss=experiments/demo_dehaze_diffloss" \

@@ -171,6 +171,9 @@ def test_meta_info_file_selects_and_orders(pair_folders, tmp_path):
     meta.write_text("img3.png (12,16,3) 1\nimg1\n", encoding="utf-8")
     dataset = build_dataset(options(lq_dir, gt_dir, meta_info_file=str(meta)))
     assert [Path(dataset[i]["lq_path"]).name for i in range(2)] == ["img3.png", "img1.png"]
+    meta.write_text("img2.png (12,16,3)\nimg1.png (12,16,3)\n", encoding="utf-8")  # BasicSR's
+    dataset = build_dataset(options(lq_dir, gt_dir, meta_info_file=str(meta)))
+    assert [Path(dataset[i]["lq_path"]).name for i in range(2)] == ["img2.png", "img1.png"]
     meta.write_text("img1.png\nghost.png\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"meta\.txt.*ghost\.png"):
         build_dataset(options(lq_dir, gt_dir, meta_info_file=str(meta)))

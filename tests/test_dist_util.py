@@ -42,3 +42,12 @@ def test_missing_launcher_variables_are_named(monkeypatch):
     monkeypatch.delenv("RANK", raising=False)
     with pytest.raises(RuntimeError, match="RANK is not set"):
         dist_util.init_dist("pytorch")
+
+
+def test_nccl_without_cuda_is_refused_with_the_option_named(monkeypatch):
+    for key, value in {"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MASTER_PORT", "29533")
+    monkeypatch.setattr(dist_util.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"dist_params\.backend is nccl"):
+        dist_util.init_dist("pytorch", backend="nccl")

@@ -3,6 +3,9 @@
 All backbones use random weights saved in the published key layouts (nothing is downloaded).
 """
 
+import importlib.util
+import sys
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -14,7 +17,13 @@ from diffsr.archs.backbone_util import MissingWeightsError
 from diffsr.archs.inception_arch import InceptionV3FeatureExtractor
 from diffsr.metrics import METRIC_REGISTRY, calculate_metric
 from diffsr.metrics.fid_metric import FID, feature_statistics, frechet_distance
-from diffsr.metrics.lpips_metric import calculate_lpips, get_lpips_network, lpips_pt
+from diffsr.metrics.lpips_metric import (
+    calculate_lpips,
+    default_head_path,
+    get_lpips_network,
+    lpips_pt,
+    wheel_head_path,
+)
 
 # LPIPS v0.1 ScalingLayer constants (from the LPIPS package) and the five layers per backbone.
 SHIFT = torch.tensor([-0.030, -0.088, -0.188], dtype=torch.float64).view(1, 3, 1, 1)
@@ -232,6 +241,56 @@ def test_lpips_rejects_bad_head_files(lpips_files, tmp_path):
         calculate_lpips(*image_pair(40), weights_path=backbone_path, lin_path=str(vgg_heads))
     with pytest.raises(ValueError, match="net must be 'alex' or 'vgg'"):
         calculate_lpips(*image_pair(40), net="squeeze")
+
+
+def fake_lpips_package(root, heads: dict):
+    """A stand-in 'lpips' package whose import fails (as the real one does without
+    torchvision), with alex heads in its weights/v0.1 folder."""
+    package = root / "lpips"
+    (package / "weights" / "v0.1").mkdir(parents=True)
+    (package / "__init__.py").write_text("raise ImportError('lpips needs torchvision')\n")
+    torch.save(heads, package / "weights" / "v0.1" / "alex.pth")
+    return package
+
+
+def test_lpips_heads_default_to_the_lpips_package_without_importing_it(
+    lpips_files, tmp_path, monkeypatch
+):
+    backbone_path, _, backbone, heads = lpips_files["alex"]
+    package = fake_lpips_package(tmp_path, heads)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "lpips", raising=False)
+    assert wheel_head_path("alex") == package / "weights" / "v0.1" / "alex.pth"
+    assert wheel_head_path("vgg") is None  # not in this package: the standard path is used
+    assert default_head_path("vgg") == "experiments/pretrained_models/lpips_v0.1/vgg.pth"
+    img, img2 = image_pair(48)
+    value = calculate_lpips(img, img2, weights_path=backbone_path)  # no lin_path
+    assert "lpips" not in sys.modules
+    assert value == pytest.approx(reference_lpips(img, img2, "alex", backbone, heads), rel=1e-4)
+
+
+def test_lpips_heads_are_found_without_the_package(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert wheel_head_path("alex") is None
+    assert default_head_path("alex") == "experiments/pretrained_models/lpips_v0.1/alex.pth"
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("lpips") is None,
+    reason="the lpips wheel is not installed (pip install --no-deps lpips==0.1.4)",
+)
+@pytest.mark.parametrize("net", ["alex", "vgg"])
+def test_lpips_heads_load_from_the_installed_wheel(lpips_files, net):
+    """The published heads of the real wheel: 5 non-negative 1 x C x 1 x 1 tensors, loaded."""
+    path = wheel_head_path(net)
+    assert path is not None and path.parts[-4:] == ("lpips", "weights", "v0.1", f"{net}.pth")
+    published = torch.load(path, map_location="cpu", weights_only=True)
+    network = get_lpips_network(net, weights_path=lpips_files[net][0], device="cpu")
+    assert "lpips" not in sys.modules
+    for k, head in enumerate(network.heads):
+        expected = published[f"lin{k}.model.1.weight"]
+        assert expected.shape == (1, CHANNELS[net][k], 1, 1) and (expected >= 0).all()
+        assert torch.equal(head.weight, expected)
 
 
 # --------------------------------------------------------------------------------------------

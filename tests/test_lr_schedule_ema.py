@@ -51,7 +51,8 @@ def test_cosine_restart_matches_formula():
         if it <= 10:
             want = eta_min + (base - eta_min) * 0.5 * (1 + math.cos(math.pi * it / 10))
         else:
-            want = eta_min + (0.5 * base - eta_min) * 0.5 * (1 + math.cos(math.pi * (it - 10) / 20))
+            # BasicSR: eta_min + weight * (base - eta_min) * (1 + cos) / 2
+            want = eta_min + 0.5 * (base - eta_min) * 0.5 * (1 + math.cos(math.pi * (it - 10) / 20))
         assert base * sched.factor(it, base) == pytest.approx(want, rel=1e-9, abs=1e-15), it
 
 

@@ -7,6 +7,7 @@ block of the option file (BasicSR's convention); it validates the keys it reads.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Mapping
@@ -35,14 +36,34 @@ logger = logging.getLogger("diffsr")
 import_modules_with_suffix(__name__, "_dataset")
 
 
-def build_dataset(opt: Mapping[str, Any], seed: int = 0) -> Dataset:
+def build_dataset(opt: Mapping[str, Any], seed: int = 0, scale: int = 1) -> Dataset:
     """Build the dataset named by ``opt['type']`` from a phase option block.
 
-    ``seed`` drives all augmentation randomness (see ``diffsr.data.sampler``).
+    ``seed`` drives all augmentation randomness (see ``diffsr.data.sampler``). ``scale`` is the
+    option file's top-level ``scale`` (the super-resolution factor): as in BasicSR, a dataset
+    that reads ``scale`` gets it; a dataset block setting a different ``scale`` is an error
+    (with the top-level ``scale`` 1, the default, the dataset's own value stands).
     """
     if not isinstance(opt, Mapping) or "type" not in opt:
         raise ValueError(f"dataset options need a 'type' key (e.g. PairedImageDataset): {opt!r}")
-    return DATASET_REGISTRY.get(opt["type"])(opt, seed=seed)
+    cls = DATASET_REGISTRY.get(opt["type"])
+    return cls(_with_scale(opt, scale, cls), seed=seed)
+
+
+def _with_scale(opt: Mapping[str, Any], scale: int, cls: type) -> Mapping[str, Any]:
+    """``opt`` with the top-level ``scale`` filled in, for datasets that read ``scale``."""
+    options_cls = getattr(cls, "options_cls", None)
+    reads_scale = options_cls is not None and any(
+        f.name == "scale" for f in dataclasses.fields(options_cls)
+    )
+    if scale == 1 or not reads_scale:
+        return opt
+    if opt.get("scale", scale) != scale:
+        raise ValueError(
+            f"dataset {opt.get('name', '')!r}: scale {opt['scale']} differs from the top-level "
+            f"scale {scale}; remove the dataset's scale (BasicSR sets it from the top level)."
+        )
+    return {**opt, "scale": scale}
 
 
 def default_num_workers() -> int:

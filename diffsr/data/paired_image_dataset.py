@@ -18,7 +18,9 @@ from diffsr.data.dataset_options import (
     parse_dataset_options,
 )
 from diffsr.data.file_client import open_image_folder
+from diffsr.data.fork_keys import ForkPairedKeys
 from diffsr.data.pairing import NameMapping, Pair, Selection, find_pairs
+from diffsr.data.progressive import ProgressiveKeys
 from diffsr.data.transforms import augment, pad_to_at_least, paired_random_crop
 from diffsr.utils.img_util import img2tensor
 from diffsr.utils.registry import DATASET_REGISTRY
@@ -29,8 +31,10 @@ logger = logging.getLogger("diffsr")
 
 
 @dataclass(kw_only=True)
-class PairedImageOptions(DatasetOptions):
-    """Keys read by :class:`PairedImageDataset` (see docs/data.md)."""
+class PairedImageOptions(ForkPairedKeys, ProgressiveKeys, DatasetOptions):
+    """Keys read by :class:`PairedImageDataset` (see docs/data.md), plus the FSDGN/Restormer
+    keys of :class:`ForkPairedKeys` and the progressive-training keys of
+    :class:`ProgressiveKeys` (read by the training loop)."""
 
     dataroot_lq: str
     dataroot_gt: str
@@ -54,7 +58,13 @@ class PairedImageOptions(DatasetOptions):
         for key in ("use_hflip", "use_rot", "pad_if_smaller", "recursive"):
             check_bool(key, getattr(self, key))
         if self.gt_size is not None and self.gt_size % self.scale:
-            raise ValueError(f"gt_size {self.gt_size} must be a multiple of scale {self.scale}.")
+            fitting = max(1, self.gt_size // self.scale) * self.scale
+            raise ValueError(
+                f"gt_size {self.gt_size} must be a multiple of scale {self.scale} (the LQ patch "
+                f"is gt_size / scale); use e.g. gt_size {fitting}."
+            )
+        self.check_fork_keys()
+        self.check_progressive(self.phase, self.gt_size, self.scale)
 
 
 @DATASET_REGISTRY.register()
@@ -68,11 +78,13 @@ class PairedImageDataset(Dataset):
     ``dataset[v]`` (``v`` may be a virtual index >= ``len(dataset)``, see ``EpochSampler``)
     returns ``{'lq': 3 x h x w, 'gt': 3 x H x W}`` float32 RGB tensors in [0, 1] (``H = h *
     scale``) and their paths ``'lq_path'``, ``'gt_path'``. In the train phase images are cropped
-    to ``gt_size`` (if set) and flipped/rotated per ``use_hflip``/``use_rot``; in val/test
-    phases they are returned whole.
+    to ``gt_size`` (if set; the LQ patch is ``gt_size / scale`` at the same place) and
+    flipped/rotated per ``use_hflip``/``use_rot``; in val/test phases they are returned whole
+    (FSDGN's ``gt_sizeH``/``gt_sizeW`` also crop val images, see ``diffsr.data.fork_keys``).
     """
 
     options_cls = PairedImageOptions
+    pad_mode = "reflect"  # numpy pad mode of pad_if_smaller
 
     def __init__(self, opt: Mapping[str, Any], seed: int = 0) -> None:
         self.opt = parse_dataset_options(opt, self.options_cls)
@@ -120,11 +132,11 @@ class PairedImageDataset(Dataset):
         img_gt = self.gt_folder.read(pair.gt_name)
         img_gt = self._match_gt_to_lq(img_gt, img_lq, lq_path, gt_path)
 
+        rng = np.random.default_rng((self.seed, index))
+        if o.crop_hw is not None:
+            img_gt, img_lq = self._crop(img_gt, img_lq, rng, lq_path, gt_path)
         if o.is_train:
-            rng = np.random.default_rng((self.seed, index))
-            if o.gt_size is not None:
-                img_gt, img_lq = self._crop(img_gt, img_lq, rng, lq_path, gt_path)
-            img_gt, img_lq = augment([img_gt, img_lq], o.use_hflip, o.use_rot, rng)
+            img_gt, img_lq = augment([img_gt, img_lq], o.hflip, o.rotation, rng)
 
         tensor_lq, tensor_gt = img2tensor([img_lq, img_gt], bgr2rgb=True, float32=True)
         return {"lq": tensor_lq, "gt": tensor_gt, "lq_path": lq_path, "gt_path": gt_path}
@@ -152,19 +164,21 @@ class PairedImageDataset(Dataset):
         lq_path: str,
         gt_path: str,
     ) -> tuple[np.ndarray, np.ndarray]:
-        scale, gt_size = self.opt.scale, self.opt.gt_size
-        lq_size = gt_size // scale
+        scale, (gt_h, gt_w) = self.opt.scale, self.opt.crop_hw
+        lq_h, lq_w = gt_h // scale, gt_w // scale
         h, w = img_lq.shape[:2]
-        if h < lq_size or w < lq_size:
+        if h < lq_h or w < lq_w:
             if not self.opt.pad_if_smaller:
                 raise ValueError(
                     f"{lq_path} ({h}x{w}) and {gt_path} are smaller than the crop "
-                    f"(gt_size {gt_size}, LQ patch {lq_size}); lower gt_size or set "
-                    f"pad_if_smaller: true to reflect-pad small images."
+                    f"(GT patch {gt_h}x{gt_w}, LQ patch {lq_h}x{lq_w} at scale {scale}); lower "
+                    f"the patch size or set pad_if_smaller: true to reflect-pad small images."
                 )
-            img_lq = pad_to_at_least(img_lq, lq_size, lq_size)
-            img_gt = pad_to_at_least(img_gt, img_lq.shape[0] * scale, img_lq.shape[1] * scale)
-        return paired_random_crop(img_gt, img_lq, gt_size, scale, rng)
+            img_lq = pad_to_at_least(img_lq, lq_h, lq_w, self.pad_mode)
+            img_gt = pad_to_at_least(
+                img_gt, img_lq.shape[0] * scale, img_lq.shape[1] * scale, self.pad_mode
+            )
+        return paired_random_crop(img_gt, img_lq, (gt_h, gt_w), scale, rng)
 
     def __repr__(self) -> str:
         return (

@@ -28,7 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
-from diffsr.data.lmdb_util import META_LINE_PATTERN
+# A meta-info line: the name, optionally followed by `` (h,w,c)`` (BasicSR's disk meta-info files,
+# e.g. ``0001_s001.png (480,480,3)``) and a PNG level (LMDB meta_info.txt).
+META_ENTRY_PATTERN = re.compile(r"^(?P<name>.+?) \(\d+,\d+,\d+\)(?: \d+)?$")
+
 
 __all__ = [
     "NAME_MAPPING_PRESETS",
@@ -138,7 +141,8 @@ class Selection:
     * ``name_filter``: regular expression that must match the whole id;
     * ``id_range``: ``[first, last]``, inclusive, for integer ids (``'07'`` counts as 7);
     * ``meta_info_file``: text file whose lines name the items to keep (by id or file name;
-      a trailing ``(h,w,c) level`` as in LMDB meta_info.txt is allowed); keeps its order.
+      a trailing ``(h,w,c)`` as in BasicSR's meta-info files, or ``(h,w,c) level`` as in LMDB
+      meta_info.txt, is allowed); keeps its order.
     """
 
     name_filter: str | None = None
@@ -183,7 +187,7 @@ class Selection:
             entry = line.strip()
             if not entry or entry.startswith("#"):
                 continue
-            match = META_LINE_PATTERN.match(entry)
+            match = META_ENTRY_PATTERN.match(entry)
             entry = match["name"] if match else entry
             if entry in lookup:
                 kept.append(lookup[entry])

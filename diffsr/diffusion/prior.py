@@ -18,17 +18,26 @@ import torch
 from torch import nn
 
 from ..utils.registry import check_kwargs
+from .float32_precision import with_precision
 from .grad_scaling import GradScaling, scaled_backward
 from .presets import get_preset
 from .schedule import NOISE_SCHEDULES, DiffusionSchedule
 from .unet import UNetConfig, UNetModel, reinit_zero_layers
+from .unet_blocks import float32_region
 from .weights import load_unet_weights
 
-__all__ = ["DiffusionPrior", "build_prior", "clear_shared_priors", "get_shared_prior"]
+__all__ = [
+    "DiffusionPrior",
+    "build_prior",
+    "clear_shared_priors",
+    "default_channels_last",
+    "get_shared_prior",
+    "release_shared_prior",
+]
 
 logger = logging.getLogger(__name__)
 
-AUTOCAST_DTYPES = {
+COMPUTE_DTYPES = {
     "float32": torch.float32,
     "fp32": torch.float32,
     "bfloat16": torch.bfloat16,
@@ -47,9 +56,14 @@ class DiffusionPrior(nn.Module):
         unet: ``create_unet`` keywords; with a preset they override the preset's.
         checkpoint: path of the weights (see :mod:`diffsr.diffusion.weights`). ``None`` gives
             random weights (tests, demos only; a warning is logged).
-        dtype: autocast dtype of the UNet: ``float32`` (no autocast), ``bfloat16``, ``float16``.
-            Group norms, embeddings and softmax stay in float32; outputs are float32.
-        channels_last: run convolutions in channels-last memory format.
+        dtype: compute dtype of the UNet: ``float32``, ``bfloat16`` or ``float16``. With a
+            reduced dtype the torso's convolution weights are STORED in it (OpenAI's
+            ``convert_to_fp16`` recipe: the input, middle and output blocks' convolutions),
+            and the UNet runs without autocast; group norms, the timestep embedding MLPs, the
+            attention softmax, the final output layer and the schedule stay in float32, and
+            outputs are float32.
+        channels_last: run convolutions in channels-last memory format (DiffLoss picks the
+            default per device: :func:`default_channels_last`).
         checkpointing: recompute block activations in backward instead of storing them
             (non-reentrant ``torch.utils.checkpoint``). ``true`` = every block; an int n = the
             blocks of the n finest resolution levels only (see docs/prior.md for the trade-off).
@@ -60,6 +74,9 @@ class DiffusionPrior(nn.Module):
         fp16_grad_scaling: with ``dtype: float16``, scale the gradient on its way through the
             UNet by a power of two so that it does not underflow (see
             :mod:`diffsr.diffusion.grad_scaling`); no effect with other dtypes.
+        allow_tf32: let CUDA matmuls and cuDNN convolutions of the float32 parts use TF32.
+            ``False`` (default) runs them in exact IEEE float32 whatever the global flags say,
+            forward and backward (:mod:`diffsr.diffusion.float32_precision`).
     """
 
     def __init__(
@@ -74,13 +91,14 @@ class DiffusionPrior(nn.Module):
         noise_schedule: str | None = None,
         diffusion_steps: int = 1000,
         fp16_grad_scaling: bool = True,
+        allow_tf32: bool = False,
     ) -> None:
         super().__init__()
         if preset is None and not unet:
             raise ValueError(
                 "Diffusion prior options need 'preset' (e.g. adm_256_uncond) or 'unet'."
             )
-        if dtype not in AUTOCAST_DTYPES:
+        if dtype not in COMPUTE_DTYPES:
             raise ValueError(f"Prior dtype {dtype!r} unknown; use float32, bfloat16 or float16.")
         if attention not in ("sdpa", "legacy"):
             raise ValueError(f"Prior attention {attention!r} unknown; use 'sdpa' or 'legacy'.")
@@ -93,16 +111,17 @@ class DiffusionPrior(nn.Module):
 
         self.preset = preset
         self.checkpoint_path = checkpoint
-        self.autocast_dtype = AUTOCAST_DTYPES[dtype]
+        self.compute_dtype = COMPUTE_DTYPES[dtype]
         self.channels_last = channels_last
-        use_scaling = fp16_grad_scaling and self.autocast_dtype == torch.float16
+        self.allow_tf32 = bool(allow_tf32)
+        use_scaling = fp16_grad_scaling and self.compute_dtype == torch.float16
         self.grad_scaling = GradScaling() if use_scaling else None
         unet_options = {**(preset_info.unet if preset_info else {}), **(unet or {})}
         config = UNetConfig.from_options(unet_options, "diffusion prior 'unet'")
         if config.use_fp16:
             raise ValueError(
-                "Diffusion prior 'unet': use_fp16 converts weights to float16; set the prior's "
-                "'dtype: float16' (autocast) instead."
+                "Diffusion prior 'unet': use_fp16 is guided-diffusion's flag; set the prior's "
+                "'dtype: float16' instead (it stores the same layers in float16)."
             )
 
         if checkpoint is None:
@@ -122,11 +141,18 @@ class DiffusionPrior(nn.Module):
             load_unet_weights(self.unet, checkpoint, preset_info)
 
         self.unet.enable_checkpointing(_checkpoint_levels(checkpointing, self.unet.num_levels))
+        if self.compute_dtype != torch.float32:
+            self.unet.set_torso_dtype(self.compute_dtype)  # halves weight memory, no recasts
         if channels_last:
             self.unet.to(memory_format=torch.channels_last)
         self.unet.requires_grad_(False)
         self.schedule = DiffusionSchedule(noise_schedule, diffusion_steps)
         super().train(False)
+
+    @property
+    def autocast_dtype(self) -> torch.dtype:
+        """Former name of :attr:`compute_dtype`."""
+        return self.compute_dtype
 
     # --- facts DiffLoss needs -------------------------------------------------------------
     @property
@@ -204,12 +230,17 @@ class DiffusionPrior(nn.Module):
                 return out[:, :3].to(out_dtype), h.to(out_dtype)
             return (self.unet(x, t, y=y, h_only=True).to(out_dtype),)
 
-        use_autocast = self.autocast_dtype != torch.float32
         scale_grads = (
             self.grad_scaling is not None and torch.is_grad_enabled() and x_t.requires_grad
         )
-        with torch.autocast(x_t.device.type, dtype=self.autocast_dtype, enabled=use_autocast):
-            outputs = scaled_backward(run, x_t, self.grad_scaling) if scale_grads else run(x_t)
+
+        def run_scaled(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return scaled_backward(run, x, self.grad_scaling) if scale_grads else run(x)
+
+        # The weights are already in the compute dtype: autocast (a trainer's AMP included)
+        # would only recast them at every call.
+        with float32_region(x_t.device):
+            outputs = with_precision(run_scaled, x_t, self.allow_tf32)
         if not need_eps:
             return None, outputs[0]
         return outputs[0], (outputs[1] if need_h else None)
@@ -217,7 +248,8 @@ class DiffusionPrior(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"preset={self.preset!r}, checkpoint={self.checkpoint_path!r}, "
-            f"dtype={self.autocast_dtype}, channels_last={self.channels_last}, "
+            f"dtype={self.compute_dtype}, channels_last={self.channels_last}, "
+            f"allow_tf32={self.allow_tf32}, "
             f"grad_scaling={self.grad_scaling is not None}, "
             f"checkpoint_levels={self.unet.checkpoint_levels}, T={self.num_timesteps}, "
             f"schedule={self.schedule.noise_schedule!r}"
@@ -232,6 +264,14 @@ def _checkpoint_levels(checkpointing: bool | int, num_levels: int) -> int:
     raise ValueError(
         f"Prior checkpointing must be true/false or a level count >= 0; got {checkpointing!r}."
     )
+
+
+def default_channels_last(device: torch.device | str | None) -> bool:
+    """DiffLoss's default prior layout on ``device``: channels-last on the CPU (13% faster per
+    DiffLoss step, docs/performance.md), contiguous elsewhere. On CUDA every GroupNorm of the
+    UNet converts a channels-last input to the contiguous layout and back, so it stays off
+    there until measured (``scripts/gpu_check.sh`` measures both layouts)."""
+    return torch.device(device if device is not None else "cpu").type == "cpu"
 
 
 def build_prior(opt: dict[str, Any], device: torch.device | str | None = None) -> DiffusionPrior:
@@ -274,6 +314,13 @@ def get_shared_prior(
         if key not in _SHARED:
             _SHARED[key] = build_prior(opt, device)
         return _SHARED[key]
+
+
+def release_shared_prior(opt: dict[str, Any], device: torch.device | str | None = None) -> None:
+    """Forget the shared prior of these options on ``device`` (freed once unreferenced)."""
+    key = canonical_key(opt, device)
+    with _SHARED_LOCK:
+        _SHARED.pop(key, None)
 
 
 def clear_shared_priors() -> None:

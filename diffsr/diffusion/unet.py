@@ -256,6 +256,20 @@ class UNetModel(nn.Module):
         """Cast the torso's convolutions to float16 (guided-diffusion's ``use_fp16`` recipe)."""
         self._cast_torso_convs(torch.float16)
 
+    def set_torso_dtype(self, dtype: torch.dtype) -> None:
+        """Store the torso's convolutions in ``dtype`` and run the torso in it.
+
+        The recipe of guided-diffusion's ``convert_to_fp16``, for float16 or bfloat16: the 1x1
+        and 3x3 convolutions of the input, middle and output blocks change dtype; the timestep
+        embedding MLPs, the per-block embedding projections, the group norms and the output
+        layer stay float32 (they run in float32 regions). The input is cast to ``dtype`` on
+        entry; h and the output are returned in the input's dtype.
+        """
+        if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise ValueError(f"Torso dtype {dtype} unsupported; use float32, float16 or bfloat16.")
+        self._cast_torso_convs(dtype)
+        self.dtype = dtype
+
     def convert_to_fp32(self) -> None:
         self._cast_torso_convs(torch.float32)
 
@@ -267,7 +281,10 @@ class UNetModel(nn.Module):
 
     def _run(self, block: TimestepSequential, h: torch.Tensor, emb: torch.Tensor, level: int):
         if level < self.checkpoint_levels and torch.is_grad_enabled():
-            return checkpoint(block, h, emb, use_reentrant=False)
+            # The RNG state matters to the recompute only when dropout is active: saving and
+            # restoring it (CPU and every CUDA device) costs time for nothing in eval mode.
+            random = self.training and self.config.dropout > 0
+            return checkpoint(block, h, emb, use_reentrant=False, preserve_rng_state=random)
         return block(h, emb)
 
     def forward(
@@ -301,7 +318,8 @@ class UNetModel(nn.Module):
             if self.num_classes is not None:
                 emb = emb + self.label_emb(y)
 
-        h = x.to(self.dtype) if self.dtype == torch.float16 else x  # fp16 blocks, as upstream
+        reduced = self.dtype in (torch.float16, torch.bfloat16)
+        h = x.to(self.dtype) if reduced else x  # reduced-precision torso, as upstream's fp16
         skips = []
         for block, level in zip(self.input_blocks, self.input_levels):
             h = self._run(block, h, emb, level)

@@ -2,8 +2,9 @@
 match OpenAI guided-diffusion checkpoints.
 
 Precision rules follow the released models: group norms, the timestep embedding MLPs and the
-attention softmax run in float32 even under autocast; convolutions and attention matmuls run in
-the autocast dtype.
+attention softmax run in float32 even under autocast or with a reduced-precision torso;
+convolutions and attention matmuls run in the dtype of the torso's weights (or the autocast
+dtype).
 """
 
 from __future__ import annotations
@@ -275,9 +276,14 @@ class AttentionBlock(nn.Module):
         return out.reshape(batch, -1, length)
 
     def attend_sdpa(self, qkv: torch.Tensor) -> torch.Tensor:
-        """Fused attention, same function as :meth:`attend_legacy`: (B, 3*C, T) -> (B, C, T)."""
+        """Fused attention, same function as :meth:`attend_legacy`: (B, 3*C, T) -> (B, C, T).
+
+        q, k and v are made contiguous (B, heads, T, ch): with the head layout's stride T on
+        the last dimension, the dispatcher rejects the fused (flash / memory-efficient)
+        kernels and falls back to the math kernel, which stores the attention maps.
+        """
         batch, _, length = qkv.shape
-        q, k, v = (part.transpose(-1, -2) for part in self.split_heads(qkv))  # (B, heads, T, ch)
+        q, k, v = (part.transpose(-1, -2).contiguous() for part in self.split_heads(qkv))
         out = F.scaled_dot_product_attention(q, k, v)  # default scale 1/sqrt(ch)
         return out.transpose(-1, -2).reshape(batch, -1, length)
 

@@ -9,8 +9,10 @@ distance is the sum over layers. 0 means identical; lower is better.
 Needed files (never downloaded):
 
 - the backbone: torchvision's ``alexnet-owt-7be5be79.pth`` or ``vgg16-397923af.pth``;
-- the linear heads: ``alex.pth`` / ``vgg.pth`` of the LPIPS package (weights/v0.1), by default
-  under ``experiments/pretrained_models/lpips_v0.1/``.
+- the linear heads: ``alex.pth`` / ``vgg.pth`` of the LPIPS package (weights/v0.1). By default
+  they are taken from the installed ``lpips`` wheel (BSD-2-Clause, 54 KB; install it with
+  ``pip install --no-deps lpips``: it is only read, never imported, so torchvision is not
+  needed), else from ``experiments/pretrained_models/lpips_v0.1/``.
 
 A missing file raises :class:`MissingWeightsError` naming every missing file.
 """
@@ -18,6 +20,7 @@ A missing file raises :class:`MissingWeightsError` naming every missing file.
 from __future__ import annotations
 
 import functools
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +40,15 @@ from diffsr.archs.vgg_classifier_arch import VGG16_WEIGHTS
 from diffsr.metrics.metric_util import prepare_pair
 from diffsr.utils.registry import METRIC_REGISTRY
 
-__all__ = ["LPIPS", "LPIPS_HEAD_WEIGHTS", "calculate_lpips", "get_lpips_network", "lpips_pt"]
+__all__ = [
+    "LPIPS",
+    "LPIPS_HEAD_WEIGHTS",
+    "calculate_lpips",
+    "default_head_path",
+    "get_lpips_network",
+    "lpips_pt",
+    "wheel_head_path",
+]
 
 LPIPS_WEIGHTS_URL = (
     "https://github.com/richzhang/PerceptualSimilarity/tree/master/lpips/weights/v0.1"
@@ -45,7 +56,10 @@ LPIPS_WEIGHTS_URL = (
 LPIPS_HEAD_WEIGHTS = {
     net: WeightFile(
         file_name=f"{net}.pth",
-        url=f"{LPIPS_WEIGHTS_URL}/{net}.pth (also inside the pip package 'lpips')",
+        url=(
+            f"{LPIPS_WEIGHTS_URL}/{net}.pth (or run 'pip install --no-deps lpips': diffsr "
+            f"then finds lpips/weights/v0.1/{net}.pth in it)"
+        ),
         description=f"LPIPS v0.1 linear heads for {name}",
         subdir="lpips_v0.1",
     )
@@ -70,6 +84,28 @@ def check_net(net: str) -> None:
         raise ValueError(f"LPIPS: net must be 'alex' or 'vgg', got {net!r}.")
 
 
+def wheel_head_path(net: str) -> Path | None:
+    """``lpips/weights/v0.1/<net>.pth`` of the installed ``lpips`` package, or None.
+
+    The package is located with ``importlib.util.find_spec``, which does not import it (its
+    import needs torchvision).
+    """
+    spec = importlib.util.find_spec("lpips")
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        path = Path(folder) / "weights" / "v0.1" / f"{net}.pth"
+        if path.is_file():
+            return path
+    return None
+
+
+def default_head_path(net: str) -> str:
+    """The linear-head file used when ``lin_path`` is not given: the ``lpips`` wheel's, else
+    ``experiments/pretrained_models/lpips_v0.1/<net>.pth``."""
+    check_net(net)
+    in_wheel = wheel_head_path(net)
+    return str(in_wheel) if in_wheel is not None else LPIPS_HEAD_WEIGHTS[net].default_path
+
+
 def unit_normalize(features: torch.Tensor) -> torch.Tensor:
     """Divide B x C x H x W features by their L2 norm over channels (+ eps, as LPIPS does)."""
     norm = torch.sqrt(torch.sum(features**2, dim=1, keepdim=True))
@@ -84,8 +120,9 @@ class LPIPS(nn.Module):
     Args:
         net: ``'alex'`` (the reference default) or ``'vgg'``.
         weights_path: the torchvision backbone file; ``None``: its default path.
-        lin_path: the LPIPS v0.1 linear-head file ``alex.pth`` / ``vgg.pth``; ``None``: its
-            default path (``experiments/pretrained_models/lpips_v0.1/<net>.pth``).
+        lin_path: the LPIPS v0.1 linear-head file ``alex.pth`` / ``vgg.pth``; ``None``: the
+            installed ``lpips`` wheel's, else ``experiments/pretrained_models/lpips_v0.1/``
+            (:func:`default_head_path`).
     """
 
     def __init__(
@@ -95,7 +132,7 @@ class LPIPS(nn.Module):
         check_net(net)
         self.net = net
         weights_path = weights_path or BACKBONE_WEIGHTS[net].default_path
-        lin_path = lin_path or LPIPS_HEAD_WEIGHTS[net].default_path
+        lin_path = lin_path or default_head_path(net)
         require_weight_files(
             [(weights_path, BACKBONE_WEIGHTS[net]), (lin_path, LPIPS_HEAD_WEIGHTS[net])]
         )
@@ -171,7 +208,7 @@ def get_lpips_network(
     """The LPIPS network for these files on ``device``, built once per process and reused."""
     check_net(net)
     weights_path = str(Path(weights_path or BACKBONE_WEIGHTS[net].default_path).resolve())
-    lin_path = str(Path(lin_path or LPIPS_HEAD_WEIGHTS[net].default_path).resolve())
+    lin_path = str(Path(lin_path or default_head_path(net)).resolve())
     return _cached_network(
         net, weights_path, lin_path, str(torch.device(device or default_device()))
     )

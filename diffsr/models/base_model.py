@@ -18,6 +18,7 @@ from diffsr.models.checkpoint import (
     unwrap,
 )
 from diffsr.models.lr_scheduler import LRSchedule, build_schedule
+from diffsr.models.optimizers import build_optimizer as build_torch_optimizer
 from diffsr.utils.dist_util import get_dist_info
 from diffsr.utils.file_util import atomic_torch_save
 from diffsr.utils.misc import get_rng_state, resolve_device, set_rng_state
@@ -66,14 +67,7 @@ class BaseModel:
     def build_optimizer(
         self, params: list[nn.Parameter], opt: dict[str, Any]
     ) -> torch.optim.Optimizer:
-        kinds = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}
-        optimizer = kinds[opt.get("type", "Adam")](
-            params,
-            lr=opt["lr"],
-            betas=tuple(opt.get("betas", (0.9, 0.99))),
-            eps=opt.get("eps", 1e-8),
-            weight_decay=opt.get("weight_decay", 0.0),
-        )
+        optimizer = build_torch_optimizer(params, opt)  # any torch.optim class by name
         for group in optimizer.param_groups:
             group["initial_lr"] = opt["lr"]
         self.optimizers.append(optimizer)
@@ -81,7 +75,9 @@ class BaseModel:
 
     def setup_schedule(self) -> None:
         train = self.opt["train"]
-        self.lr_schedule = build_schedule(train.get("scheduler"), train.get("warmup_iter", -1))
+        self.lr_schedule = build_schedule(
+            train.get("scheduler"), train.get("warmup_iter", -1), train.get("total_iter")
+        )
 
     def update_learning_rate(self, current_iter: int) -> None:
         """Set every group's lr for ``current_iter`` from the (stateless) schedule."""
@@ -117,12 +113,22 @@ class BaseModel:
             path = Path(self.opt["path"]["models"]) / f"net_{label}_best.pth"
             save_network(path, self.network_params()[label])
 
+    def loss_generator_states(self) -> dict[str, torch.Tensor]:
+        """States of the losses' own generators (DiffLoss's t and noise), by loss name."""
+        return {}
+
+    def set_loss_generator_states(self, states: dict[str, torch.Tensor]) -> None:
+        """Restore :meth:`loss_generator_states` (a model with such losses overrides both)."""
+
+    def _local_rng_state(self) -> dict[str, Any]:
+        return {**get_rng_state(), "losses": self.loss_generator_states()}
+
     def _gather_rng(self) -> list[dict[str, Any]]:
         states = [None] * self.world_size
         if self.world_size > 1:
-            torch.distributed.all_gather_object(states, get_rng_state())
+            torch.distributed.all_gather_object(states, self._local_rng_state())
             return states
-        return [get_rng_state()]
+        return [self._local_rng_state()]
 
     def training_state(self, epoch: int, current_iter: int) -> dict[str, Any]:
         return {
@@ -131,7 +137,20 @@ class BaseModel:
             "optimizers": [o.state_dict() for o in self.optimizers],
             "best": self.best,
             "rng": self._gather_rng(),
+            "grad_scaler": self.grad_scaler_state(),
         }
+
+    def grad_scaler_state(self) -> dict[str, Any]:
+        """The float16 AMP GradScaler's scale and growth tracker (plain numbers; empty when
+        the model has no enabled scaler)."""
+        scaler = getattr(self, "scaler", None)
+        return scaler.state_dict() if scaler is not None and scaler.is_enabled() else {}
+
+    def load_grad_scaler_state(self, saved: dict[str, Any]) -> None:
+        """Restore :meth:`grad_scaler_state` (nothing to do when either side has no scaler)."""
+        scaler = getattr(self, "scaler", None)
+        if saved and scaler is not None and scaler.is_enabled():
+            scaler.load_state_dict(saved)
 
     def save_training_state(self, epoch: int, current_iter: int) -> None:
         folder = Path(self.opt["path"]["training_states"])
@@ -159,3 +178,5 @@ class BaseModel:
                 self.world_size,
             )
         set_rng_state(rng_states[self.rank % len(rng_states)])
+        self.load_grad_scaler_state(state.get("grad_scaler", {}))
+        self.set_loss_generator_states(rng_states[self.rank % len(rng_states)].get("losses", {}))

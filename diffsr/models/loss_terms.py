@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +58,14 @@ class LossTerm:
         return {f"l_{self.name}_{k}": float(v) for k, v in terms.items()}
 
 
+def takes_device(loss_class: Any) -> bool:
+    """Whether a loss's constructor has a ``device`` argument."""
+    try:
+        return "device" in inspect.signature(loss_class).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def build_loss_terms(train_opt: dict[str, Any], device: torch.device) -> list[LossTerm]:
     """Every ``<name>_opt`` block except adversarial ones (those belong to the GAN model)."""
     terms = []
@@ -69,6 +78,10 @@ def build_loss_terms(train_opt: dict[str, Any], device: torch.device) -> list[Lo
         if output not in ("final", "all") and not isinstance(output, int):
             raise ValueError(f"train.{key}.output is {output!r}; use final, all or an index.")
         kwargs = {k: v for k, v in block.items() if k != "output"}
+        if "device" not in kwargs and takes_device(LOSS_REGISTRY.get(block["type"])):
+            # Losses that hold tensors outside their module tree (DiffLoss's shared prior)
+            # build them on the training device at once: .to() below cannot move them.
+            kwargs["device"] = str(device)
         module = LOSS_REGISTRY.build(kwargs).to(device)
         terms.append(LossTerm(key.removesuffix("_opt"), module, output))
     return terms

@@ -75,8 +75,10 @@ class RestorationGANModel(RestorationModel):
         if update_g:
             _set_requires_grad(self.net_d, False)
             self.optimizer_g.zero_grad(set_to_none=True)
-            total, log = self.compute_losses(outputs)
-            adversarial = self.gan_loss(self.net_d(final), True, is_disc=False)
+            total, log = self.compute_losses(
+                outputs, grad_share=self.wants_grad_share(current_iter)
+            )
+            adversarial = self.generator_adversarial(final)
             total = total + adversarial
             log[f"l_{self.gan_name.removesuffix('_opt')}"] = adversarial.item()
             log["l_total"] = total.item()
@@ -86,8 +88,7 @@ class RestorationGANModel(RestorationModel):
 
         _set_requires_grad(self.net_d, True)
         self.optimizer_d.zero_grad(set_to_none=True)
-        real = self.gan_loss(self.net_d(self.gt), True, is_disc=True)
-        fake = self.gan_loss(self.net_d(final.detach()), False, is_disc=True)
+        real, fake = self.discriminator_losses(final)
         d_total = real + fake
         if not torch.isfinite(d_total):
             return self.handle_non_finite(
@@ -99,6 +100,16 @@ class RestorationGANModel(RestorationModel):
         log.update(l_d_real=real.item(), l_d_fake=fake.item())
         return log
 
+    def generator_adversarial(self, final: torch.Tensor) -> torch.Tensor:
+        """G's adversarial term (``net_d`` frozen): D should call the output real."""
+        return self.gan_loss(self.net_d(final), True, is_disc=False)
+
+    def discriminator_losses(self, final: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """D's losses on the real ``gt`` and on the detached output ``final``."""
+        real = self.gan_loss(self.net_d(self.gt), True, is_disc=True)
+        fake = self.gan_loss(self.net_d(final.detach()), False, is_disc=True)
+        return real, fake
+
     def network_params(self) -> dict[str, dict[str, nn.Module]]:
         params = super().network_params()
         params["d"] = {"params": self.net_d}
@@ -108,3 +119,31 @@ class RestorationGANModel(RestorationModel):
         super().load_networks_for_resume(current_iter)
         path = Path(self.opt["path"]["models"]) / f"net_d_{current_iter}.pth"
         load_network(self.net_d, path, strict=True, param_key="params")
+
+
+@MODEL_REGISTRY.register()
+class RelativisticGANModel(RestorationGANModel):
+    """ESRGAN's relativistic average GAN (BasicSR's ``ESRGANModel``), with ``C = net_d``::
+
+        G: (gan(C(gt) - mean C(out), fake) + gan(C(out) - mean C(gt), real)) / 2, C(gt) detached
+        D: gan(C(gt) - mean C(out), real) / 2 + gan(C(out) - mean C(gt), fake) / 2
+
+    where the D terms see the detached output and the other branch's mean is detached.
+    """
+
+    def generator_adversarial(self, final: torch.Tensor) -> torch.Tensor:
+        real = self.net_d(self.gt).detach()
+        fake = self.net_d(final)
+        return (
+            self.gan_loss(real - fake.mean(), False, is_disc=False)
+            + self.gan_loss(fake - real.mean(), True, is_disc=False)
+        ) / 2
+
+    def discriminator_losses(self, final: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        output = final.detach()
+        fake_mean = self.net_d(output).detach().mean()
+        real = self.net_d(self.gt)
+        l_real = self.gan_loss(real - fake_mean, True, is_disc=True) * 0.5
+        fake = self.net_d(output)
+        l_fake = self.gan_loss(fake - real.detach().mean(), False, is_disc=True) * 0.5
+        return l_real, l_fake

@@ -11,11 +11,15 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from diffsr.archs import build_network
+from diffsr.archs.arch_util import pad_to_multiple
+from diffsr.data.sampler import derive_seed
 from diffsr.metrics.metric_set import MetricSet
 from diffsr.models.base_model import BaseModel
 from diffsr.models.checkpoint import load_network, unwrap
 from diffsr.models.ema import ModelEMA
+from diffsr.models.grad_share import gradient_shares
 from diffsr.models.loss_terms import as_output_list, build_loss_terms
+from diffsr.models.mixing import build_mixing
 from diffsr.utils.dist_util import get_dist_info
 from diffsr.utils.img_util import imwrite, tensor2img
 from diffsr.utils.registry import MODEL_REGISTRY
@@ -45,6 +49,7 @@ class RestorationModel(BaseModel):
             f"{self.count_parameters(net):,}",
         )
         self.ema: ModelEMA | None = None
+        self.mixing = None  # train.mixing_augs (set by init_optimization)
         if self.is_train:
             self.init_training_settings()
 
@@ -52,7 +57,37 @@ class RestorationModel(BaseModel):
         self.loss_terms = build_loss_terms(self.opt["train"], self.device)
         if not self.loss_terms:
             raise ValueError("The options define no loss: add e.g. train.pixel_opt.")
+        self.seed_loss_generators()
         self.init_optimization()
+
+    def seed_loss_generators(self) -> None:
+        """Losses with their own generator (DiffLoss: t, noise, crops) and no ``seed`` option
+        get ``derive_seed(manual_seed, rank)``; they never draw from the global RNG."""
+        seed = derive_seed(self.opt["manual_seed"] % 2**63, self.rank)
+        for term in self.loss_terms:
+            if hasattr(term.module, "set_seed") and not getattr(term.module, "seed_given", False):
+                term.module.set_seed(seed)
+
+    def loss_generator_states(self) -> dict[str, torch.Tensor]:
+        return {
+            term.name: term.module.generator_state()
+            for term in getattr(self, "loss_terms", [])
+            if hasattr(term.module, "generator_state")
+        }
+
+    def set_loss_generator_states(self, states: dict[str, torch.Tensor]) -> None:
+        for term in getattr(self, "loss_terms", []):
+            if term.name in states and hasattr(term.module, "set_generator_state"):
+                term.module.set_generator_state(states[term.name])
+
+    def wants_grad_share(self, current_iter: int) -> bool:
+        """Gradient shares are measured on logging steps only, when ``logger.grad_share``."""
+        log_opt = self.opt["logger"]
+        on_log_step = (
+            current_iter % log_opt["print_freq"] == 0
+            or current_iter == self.opt["train"]["total_iter"]
+        )
+        return bool(log_opt.get("grad_share", True)) and on_log_step and len(self.loss_terms) > 1
 
     def init_optimization(self) -> None:
         """EMA, optimizer, lr schedule and mixed precision for ``net_g``."""
@@ -67,6 +102,7 @@ class RestorationModel(BaseModel):
         self.use_amp = bool(train["amp"])
         use_scaler = self.use_amp and self.amp_dtype == torch.float16
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
+        self.mixing = build_mixing(train.get("mixing_augs"))
 
     # ------------------------------------------------------------------ training
     def feed_data(self, data: dict[str, Any]) -> None:
@@ -74,21 +110,31 @@ class RestorationModel(BaseModel):
         self.gt = data["gt"].to(self.device, non_blocking=True) if "gt" in data else None
 
     def forward_train(self) -> list[torch.Tensor]:
+        if self.mixing is not None and self.gt is not None:  # Restormer's mixup of the pairs
+            self.gt, self.lq = self.mixing(self.gt, self.lq)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
             outputs = as_output_list(self.net_g(self.lq))
         for index, output in enumerate(outputs):  # in place: keeps a list subclass intact
             outputs[index] = output.float()
         return outputs
 
-    def compute_losses(self, outputs: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def compute_losses(
+        self, outputs: list[torch.Tensor], grad_share: bool = False
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Sum of the loss terms and their logged values; with ``grad_share`` also each term's
+        gradient norm at the final output relative to the pixel term's (``grad_share_<name>``)."""
         total = torch.zeros((), device=self.device)
         log: dict[str, float] = {}
+        values: dict[str, torch.Tensor] = {}
         for term in self.loss_terms:
             value = term(outputs, self.gt, self.lq)
+            values[term.name] = value
             total = total + value
             log[f"l_{term.name}"] = value.item()
             log.update(term.logged_terms())
         log["l_total"] = total.item()
+        if grad_share:
+            log.update(gradient_shares(values, outputs[-1]))
         return total, log
 
     def loss_is_finite(self, total: torch.Tensor) -> bool:
@@ -113,7 +159,7 @@ class RestorationModel(BaseModel):
         """One optimisation step; returns the logged loss values."""
         self.optimizer_g.zero_grad(set_to_none=True)
         outputs = self.forward_train()
-        total, log = self.compute_losses(outputs)
+        total, log = self.compute_losses(outputs, grad_share=self.wants_grad_share(current_iter))
         if not self.loss_is_finite(total):
             return self.handle_non_finite(current_iter, log)
         self.step_generator(total)
@@ -140,7 +186,12 @@ class RestorationModel(BaseModel):
         net = self.inference_net()
         was_training = net.training
         net.eval()
-        self.output = as_output_list(net(self.lq))[-1].float()
+        window = (self.opt.get("val") or {}).get("window_size")
+        lq, (height, width) = pad_to_multiple(self.lq, window) if window else (self.lq, (0, 0))
+        self.output = as_output_list(net(lq))[-1].float()
+        if window:  # crop the padding back, at the network's scale (Restormer's pad_test)
+            scale = self.output.shape[-2] // lq.shape[-2]
+            self.output = self.output[..., : height * scale, : width * scale]
         net.train(was_training)
         return self.output
 

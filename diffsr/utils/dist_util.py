@@ -43,6 +43,11 @@ def init_dist(launcher: str, backend: str | None = None, port: int = 29500) -> t
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if backend is None:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
+    elif backend == "nccl" and not torch.cuda.is_available():
+        raise ValueError(
+            "dist_params.backend is nccl, which needs CUDA, and this machine has none: set "
+            "dist_params.backend: gloo (or leave it out: gloo is the default without CUDA)."
+        )
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank % torch.cuda.device_count())
     dist.init_process_group(backend=backend)

@@ -1,4 +1,5 @@
-"""Logging: a root ``diffsr`` logger (console + file, rank 0), training log lines, TensorBoard."""
+"""Logging: a root ``diffsr`` logger (console + file, rank 0), training log lines, TensorBoard,
+Weights & Biases."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ from typing import Any
 
 from diffsr.utils.dist_util import get_dist_info
 
-__all__ = ["MessageLogger", "MetricsWriter", "get_root_logger", "init_tb_logger"]
+__all__ = [
+    "MessageLogger",
+    "MetricsWriter",
+    "ScalarWriters",
+    "WandbWriter",
+    "get_root_logger",
+    "init_tb_logger",
+    "with_wandb",
+]
 
 LOGGER_NAME = "diffsr"
 
@@ -68,6 +77,62 @@ def init_tb_logger(log_dir: str | Path):
         )
         return None
     return SummaryWriter(log_dir=str(log_dir))
+
+
+class WandbWriter:
+    """``add_scalar(tag, value, step)`` / ``close()`` (TensorBoard's calls) on a wandb run."""
+
+    def __init__(self, opt: dict[str, Any], log_dir: str | Path) -> None:
+        import wandb  # optional: pip install 'diffsr[wandb]'; options.py checks it at start
+
+        wandb_opt = opt["logger"]["wandb"]
+        resume_id = wandb_opt.get("resume_id")
+        self.run = wandb.init(
+            project=wandb_opt["project"],
+            entity=wandb_opt.get("entity"),
+            name=opt["name"],
+            id=resume_id or None,
+            resume="allow" if resume_id else None,
+            config=opt,
+            dir=str(log_dir),
+        )
+        logging.getLogger(LOGGER_NAME).info(
+            "Weights & Biases run %s (project %s, id %s).",
+            self.run.name,
+            wandb_opt["project"],
+            self.run.id,
+        )
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        self.run.log({tag: value}, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+class ScalarWriters:
+    """Several scalar writers (TensorBoard, wandb) behind the one ``add_scalar`` call."""
+
+    def __init__(self, writers: list[Any]) -> None:
+        self.writers = writers
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        for writer in self.writers:
+            writer.add_scalar(tag, value, step)
+
+    def close(self) -> None:
+        for writer in self.writers:
+            writer.close()
+
+
+def with_wandb(tb_logger: Any, opt: dict[str, Any], log_dir: str | Path) -> Any:
+    """``tb_logger`` plus a wandb run when ``logger.wandb.project`` is set (rank 0 only); the
+    run's files go to ``log_dir/wandb``. Returns ``tb_logger`` unchanged otherwise."""
+    wandb_opt = opt["logger"].get("wandb") or {}
+    if not wandb_opt.get("project") or get_dist_info()[0] != 0:
+        return tb_logger
+    writers = [w for w in (tb_logger, WandbWriter(opt, log_dir)) if w is not None]
+    return ScalarWriters(writers)
 
 
 class MessageLogger:

@@ -3,7 +3,7 @@
 Every key is checked against the schema below (or, for ``type:`` blocks, against the registered
 constructor's signature) before anything is built, so a misspelled key or a wrong type fails at
 start with the file and the dotted key named, never late in a long run. Nothing in the option
-text is executed.
+text is executed. Keys of BasicSR and its forks are first mapped by ``diffsr.utils.dialects``.
 """
 
 from __future__ import annotations
@@ -11,12 +11,16 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib
+import importlib.util
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from diffsr.models.lr_scheduler import check_scheduler_options
+from diffsr.models.optimizers import check_optimizer_options
+from diffsr.utils.dialects import DialectError, translate
 from diffsr.utils.registry import (
     ARCH_REGISTRY,
     DATASET_REGISTRY,
@@ -69,6 +73,14 @@ class MapOf:
 
 
 @dataclass
+class Custom:
+    """A value checked by ``check(value, where)``, which returns it (defaults filled) or raises
+    ValueError."""
+
+    check: Callable[[Any, str], Any]
+
+
+@dataclass
 class Block:
     """A ``type: Name`` block built from ``registry``; other keys are constructor kwargs."""
 
@@ -116,40 +128,19 @@ DATASET_SPEC = Section(
     extra_keys=_dataset_keys,
 )
 
-LR_SCHEDULERS = ("MultiStepLR", "MultiStepRestartLR", "CosineAnnealingRestartLR", "ConstantLR")
-
-OPTIMIZER_SPEC = Section(
-    {
-        "type": Key(STR, "Adam", choices=("Adam", "AdamW")),
-        "lr": Key(NUM, REQUIRED),
-        "weight_decay": Key(NUM, 0.0),
-        "betas": Key(LIST, [0.9, 0.99]),
-        "eps": Key(NUM, 1e-8),
-    }
-)
-
-SCHEDULER_SPEC = Section(
-    {
-        "type": Key(STR, "ConstantLR", choices=LR_SCHEDULERS),
-        "milestones": Key(LIST, []),
-        "gamma": Key(NUM, 0.5),
-        "restarts": Key(LIST, []),
-        "restart_weights": Key(LIST, []),
-        "periods": Key(LIST, []),
-        "eta_min": Key(NUM, 0.0),
-        "eta_mins": Key(LIST, []),
-    }
-)
+OPTIMIZER_SPEC = Custom(check_optimizer_options)  # any torch.optim class (models/optimizers.py)
+SCHEDULER_SPEC = Custom(lambda value, where: check_scheduler_options(value))
 
 SCHEMA = Section(
     {
         "name": Key(STR, REQUIRED),
         "model_type": Key(STR, "RestorationModel"),
         "scale": Key(INT, 1),
-        "num_gpu": Key((int, str), "auto"),
         "device": Key(STR, "auto"),
         "manual_seed": Key(INT, 0),
+        "num_threads": Key(INT, None),  # torch intra-op threads on CPU; None: train.py decides
         "imports": Key(LIST, []),
+        "dialect_notes": Key(LIST, []),  # set by diffsr.utils.dialects, logged by the trainer
         "is_train": Key(BOOL, True),
         "dist": Key(BOOL, False),
         "rank": Key(INT, 0),
@@ -190,6 +181,13 @@ SCHEMA = Section(
                 "nan_policy": Key(STR, "stop", choices=("stop", "skip")),
                 "net_d_iters": Key(INT, 1),
                 "net_d_init_iters": Key(INT, 0),
+                "mixing_augs": Section(  # Restormer's mixup of training pairs
+                    {
+                        "mixup": Key(BOOL, False),
+                        "mixup_beta": Key(NUM, 1.2),
+                        "use_identity": Key(BOOL, False),
+                    }
+                ),
             },
             patterns={r".+_opt$": Block(LOSS_REGISTRY, ignored=("output",))},
         ),
@@ -200,6 +198,7 @@ SCHEMA = Section(
                 "suffix": Key(STR, None),
                 "pbar": Key(BOOL, True),
                 "max_save_img": Key(INT, 20),
+                "window_size": Key(INT, None),  # pad the test input to a multiple (Restormer)
                 "tile": Section(  # diffsr/test.py: tiled inference; size required when present
                     {
                         "size": Key(INT, REQUIRED),
@@ -212,15 +211,25 @@ SCHEMA = Section(
                 ),
             }
         ),
+        # --launcher pytorch/slurm: the process-group backend (default nccl with CUDA, else
+        # gloo) and, under Slurm, the rendezvous port (torchrun sets its own).
+        "dist_params": Section({"backend": Key(STR, None), "port": Key(INT, 29500)}),
         "logger": Section(
             {
                 "print_freq": Key(INT, 100),
                 "save_checkpoint_freq": Key(NUM, 5000),
                 "keep_last": Key(INT, 3),
                 "use_tb_logger": Key(BOOL, False),
+                "grad_share": Key(BOOL, True),  # log grad_share_<term> (models/grad_share.py)
+                "wandb": Section(  # Weights & Biases: on when project is set (utils/logger.py)
+                    {
+                        "project": Key(STR, None),
+                        "resume_id": Key(STR, None),
+                        "entity": Key(STR, None),
+                    }
+                ),
             }
         ),
-        "dist_params": Section({"backend": Key(STR, None), "port": Key(INT, 29500)}),
         "diffusion": Section(  # DiffusionPriorModel only
             {
                 "noise_schedule": Key(STR, "linear", choices=("linear", "cosine")),
@@ -272,6 +281,13 @@ def _check_block(spec: Block, value: Any, where: str) -> Any:
 def _check(spec: Any, value: Any, where: str) -> Any:
     if isinstance(spec, Key):
         return _check_leaf(spec, value, where)
+    if isinstance(spec, Custom):
+        if value is None:
+            return None
+        try:
+            return spec.check(value, where)
+        except ValueError as err:
+            raise OptionError(str(err)) from None
     if isinstance(spec, Block):
         return _check_block(spec, value, where)
     if not isinstance(value, Mapping):
@@ -336,8 +352,10 @@ def validate_options(opt: Mapping[str, Any], source: str = "<options>") -> dict:
     """
     load_components()
     try:
+        opt, notes = translate(dict(opt))
         import_user_modules(list(opt.get("imports") or []), Path(source).parent)
         checked = _check_section(SCHEMA, opt, "")
+        checked["dialect_notes"] = notes
         if checked["model_type"] not in MODEL_REGISTRY:
             MODEL_REGISTRY.get(checked["model_type"])  # raises with suggestions
         if checked["is_train"]:
@@ -345,11 +363,33 @@ def validate_options(opt: Mapping[str, Any], source: str = "<options>") -> dict:
                 raise OptionError("missing required section 'train'.")
             if "optim_g" not in opt["train"]:
                 raise OptionError("missing required block 'train.optim_g'.")
+            _check_train_extras(checked)
         for phase, block in checked.get("datasets", {}).items():
             block["phase"] = block.get("phase") or _phase_of(phase)
-    except (OptionError, RegistryError, FileNotFoundError, ModuleNotFoundError) as err:
+    except (
+        OptionError,
+        DialectError,
+        RegistryError,
+        FileNotFoundError,
+        ModuleNotFoundError,
+    ) as err:
         raise OptionError(f"{source}: {err}") from None
     return checked
+
+
+def _check_train_extras(opt: dict) -> None:
+    """Checks that need more than one key: schedules of the run length, wandb installed."""
+    train = opt["train"]
+    if train.get("scheduler"):
+        try:
+            check_scheduler_options(train["scheduler"], train["total_iter"])
+        except ValueError as err:
+            raise OptionError(str(err)) from None
+    if opt["logger"]["wandb"]["project"] and importlib.util.find_spec("wandb") is None:
+        raise OptionError(
+            "logger.wandb.project is set but the wandb package is not installed: "
+            "pip install 'diffsr[wandb]' (or wandb), or set logger.wandb.project: ~."
+        )
 
 
 def _set_dotted(opt: dict, dotted: str, value: Any) -> None:
