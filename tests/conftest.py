@@ -15,3 +15,13 @@ def _torch_defaults():
     torch.set_num_threads(2)
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def fresh_prior_cache():
+    """An empty process-wide prior cache before and after the test (priors are shared by key)."""
+    from diffsr.diffusion import clear_shared_priors
+
+    clear_shared_priors()
+    yield
+    clear_shared_priors()

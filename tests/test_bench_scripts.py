@@ -28,11 +28,7 @@ DIFFLOSS_KEYS = ("overhead_ratio", "diffloss_s", "diffloss_flops", "loss_rel_dif
 AODNET_CONVS = [(3, 3, 1), (3, 3, 3), (6, 3, 5), (6, 3, 7), (12, 3, 3)]
 
 
-@pytest.fixture(autouse=True)
-def _fresh_prior_cache():
-    clear_shared_priors()
-    yield
-    clear_shared_priors()
+pytestmark = pytest.mark.usefixtures("fresh_prior_cache")
 
 
 # -- helpers ------------------------------------------------------------------------------------

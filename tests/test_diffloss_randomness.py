@@ -12,16 +12,17 @@ from diffsr.diffusion import clear_shared_priors
 from diffsr.losses import LOSS_REGISTRY
 from diffsr.models.checkpoint import load_training_state
 from diffsr.train import main as train_main
-from tests.helpers.fixtures import TINY_PRIOR_UNET, read_jsonl, train_options, write_options
+from tests.helpers.fixtures import (
+    TINY_PRIOR,
+    read_jsonl,
+    train_options,
+    write_options,
+)
 
-PRIOR = {"unet": TINY_PRIOR_UNET, "diffusion_steps": 100}
+PRIOR = TINY_PRIOR
 
 
-@pytest.fixture(autouse=True)
-def _fresh_prior_cache():
-    clear_shared_priors()
-    yield
-    clear_shared_priors()
+pytestmark = pytest.mark.usefixtures("fresh_prior_cache")
 
 
 def make(**options) -> torch.nn.Module:

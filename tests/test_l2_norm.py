@@ -9,18 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from diffsr.diffusion import clear_shared_priors
 from diffsr.losses import LOSS_REGISTRY
-from tests.helpers.fixtures import TINY_PRIOR_UNET
+from tests.helpers.fixtures import TINY_PRIOR
 
-PRIOR = {"unet": TINY_PRIOR_UNET, "diffusion_steps": 100}
+PRIOR = TINY_PRIOR
 
 
-@pytest.fixture(autouse=True)
-def _fresh_prior_cache():
-    clear_shared_priors()
-    yield
-    clear_shared_priors()
+pytestmark = pytest.mark.usefixtures("fresh_prior_cache")
 
 
 def pair(batch: int = 2, size: int = 8, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:

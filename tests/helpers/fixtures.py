@@ -22,6 +22,9 @@ TINY_PRIOR_UNET: dict[str, Any] = {
     "learn_sigma": True,
 }
 
+# DiffusionPrior options of the tiny prior with a short schedule (T = 100).
+TINY_PRIOR = {"unet": TINY_PRIOR_UNET, "diffusion_steps": 100}
+
 TINY_ARCH_SOURCE = '''
 import torch
 import torch.nn as nn
