@@ -136,11 +136,14 @@ def test_gan_model_alternates_updates(tmp_path: Path):
     opt["model_type"] = "RestorationGANModel"
     opt["network_d"] = {"type": "PatchDiscriminator", "num_feat": 8, "num_layers": 2}
     opt["train"]["gan_opt"] = {"type": "GANLoss", "gan_type": "vanilla", "loss_weight": 0.005}
+    opt["train"]["l1_opt"] = {"type": "L1Loss", "loss_weight": 0.5}
     opt["val"]["val_freq"] = 100
     assert train_main(["-opt", str(write_options(tmp_path / "gan.yml", opt))]) == 0
     root = Path(opt["path"]["experiments_root"])
     records = [r for r in read_jsonl(root / "metrics.jsonl") if "l_total" in r]
-    assert all({"l_gan", "l_d_real", "l_d_fake", "l_pixel"} <= set(r) for r in records)
+    assert all({"l_gan", "l_d_real", "l_d_fake", "l_pixel", "l_l1"} <= set(r) for r in records)
+    # the generator's loss terms also report their gradient share against the pixel term
+    assert records and all(r["grad_share_l1"] > 0 for r in records)  # net_d_init_iters is 0
     assert (root / "models" / "net_d_latest.pth").is_file()
 
 
