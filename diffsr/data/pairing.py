@@ -28,11 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
-# A meta-info line: the name, optionally followed by `` (h,w,c)`` (BasicSR's disk meta-info files,
-# e.g. ``0001_s001.png (480,480,3)``) and a PNG level (LMDB meta_info.txt).
-META_ENTRY_PATTERN = re.compile(r"^(?P<name>.+?) \(\d+,\d+,\d+\)(?: \d+)?$")
-
-
 __all__ = [
     "NAME_MAPPING_PRESETS",
     "NameMapping",
@@ -41,6 +36,10 @@ __all__ = [
     "find_pairs",
     "natural_key",
 ]
+
+# A meta-info line: the name, optionally followed by `` (h,w,c)`` (BasicSR's disk meta-info files,
+# e.g. ``0001_s001.png (480,480,3)``) and a PNG level (LMDB meta_info.txt).
+META_ENTRY_PATTERN = re.compile(r"^(?P<name>.+?) \(\d+,\d+,\d+\)(?: \d+)?$")
 
 ANY_EXTENSION = r"\.[^.]+"
 NAME_MAPPING_PRESETS: dict[str, tuple[str, str]] = {
